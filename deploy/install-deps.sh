@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package mirrorplane's build, tests and benchmarks need.
+# Idempotent: packages already present are left alone, so a second run costs
+# only the dpkg query.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config meson ninja-build clang libclang-rt-14-dev clang-format
+  libevent-dev libpq-dev libcurl4-openssl-dev libssl-dev libmsgpack-dev libyaml-dev
+  libsqlite3-dev libcmocka-dev
+  postgresql postgresql-contrib
+  python3 python3-msgpack python3-yaml
+  valgrind openssl procps curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,456 @@
+/* Client connections of mp-primary: frames in, dispatch, replies out. Every
+ * error path funnels into conn_close(); the struct lives on while queued
+ * requests still reference it, so a reply to a closed client is dropped
+ * rather than written to freed memory. */
+#include <errno.h>
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "netaddr.h"
+#include "primary.h"
+#include "proto.h"
+#include "tls.h"
+#include "txn.h"
+
+/* Output above this stops reading from a client until it drains: a client
+ * that never reads its replies cannot make the primary buffer without end. */
+#define CONN_OUTPUT_HIGH (8u << 20)
+#define CONN_FRAMES_PER_CALLBACK 256
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+
+void conn_accept(struct primary *p, evutil_socket_t fd)
+{
+	if (p->draining || p->nconns >= p->cfg.max_connections) {
+		char peer[64];
+		netaddr_peer_name(fd, peer, sizeof(peer));
+		log_warn("refusing connection from %s: %s", peer,
+			 p->draining ? "shutting down" : "connection limit reached");
+		evutil_closesocket(fd);
+		return;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	c->p = p;
+	c->refs = 1;
+	netaddr_peer_name(fd, c->peer, sizeof(c->peer));
+	evutil_make_socket_nonblocking(fd);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (p->tls != NULL)
+		c->bev = tls_accept(p->base, fd, p->tls);
+	else
+		c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	struct timeval idle = {(time_t)(p->cfg.idle_timeout_ms / 1000),
+			       (suseconds_t)(p->cfg.idle_timeout_ms % 1000) * 1000};
+	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	TAILQ_INSERT_TAIL(&p->conns, c, entry);
+	p->nconns++;
+	metric_set(p->m_connections, (double)p->nconns);
+	log_debug("connection from %s", c->peer);
+}
+
+void conn_ref(struct conn *c)
+{
+	c->refs++;
+}
+
+void conn_unref(struct conn *c)
+{
+	if (--c->refs == 0)
+		free(c);
+}
+
+bool conn_alive(const struct conn *c)
+{
+	return c->bev != NULL;
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+	if (c->bev == NULL)
+		return;
+	struct primary *p = c->p;
+	if (reason != NULL)
+		log_info("closing connection from %s: %s", c->peer, reason);
+	if (c->sub != NULL)
+		stream_detach(p, c);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	TAILQ_REMOVE(&p->conns, c, entry);
+	p->nconns--;
+	metric_set(p->m_connections, (double)p->nconns);
+	conn_unref(c);
+	primary_maybe_finish_drain(p);
+}
+
+size_t conn_output_len(const struct conn *c)
+{
+	if (c->bev == NULL)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+void conn_send(struct conn *c, const void *data, size_t len)
+{
+	if (c->bev == NULL)
+		return;
+	bufferevent_write(c->bev, data, len);
+	if (!c->reading_paused && c->role != CONN_SUBSCRIBER && conn_output_len(c) > CONN_OUTPUT_HIGH) {
+		c->reading_paused = true;
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_HIGH / 4, 0);
+	}
+}
+
+void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
+{
+	if (c->bev == NULL)
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_ERROR, id, 4);
+	msg_pack_key(&pk, "code");
+	msg_pack_cstr(&pk, proto_errno_name(err));
+	msg_pack_key(&pk, "errno");
+	msgpack_pack_int(&pk, err < 0 ? -err : err);
+	msg_pack_key(&pk, "message");
+	msg_pack_cstr(&pk, msg);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, c->p->version);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static bool path_within(const char *subtree, const char *path, size_t len)
+{
+	struct token_claims tmp;
+	memset(&tmp, 0, sizeof(tmp));
+	snprintf(tmp.subtree, sizeof(tmp.subtree), "%s", subtree);
+	return token_allows_path(&tmp, path, len);
+}
+
+bool conn_may_write_path(const struct conn *c, const char *path, size_t len)
+{
+	if (c->open_access)
+		return true;
+	if (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write)
+		return false;
+	return path_within(c->claims.subtree, path, len);
+}
+
+bool conn_may_read_ino(const struct conn *c, uint64_t ino)
+{
+	if (c->open_access || c->claims.kind == TOKEN_SITE)
+		return true;
+	if (strcmp(c->claims.subtree, "/") == 0)
+		return true;
+	char path[NODE_PATH_MAX + 1];
+	int n = namespace_path(c->p->ns, ino, path, sizeof(path));
+	if (n < 0)
+		return false;
+	/* Ancestors of the subtree are visible so a client can walk to it. */
+	size_t slen = strlen(c->claims.subtree);
+	if ((size_t)n < slen && strncmp(c->claims.subtree, path, (size_t)n) == 0 &&
+	    (n == 1 || c->claims.subtree[n] == '/'))
+		return true;
+	return path_within(c->claims.subtree, path, (size_t)n);
+}
+
+struct request *request_new(struct conn *c, const struct frame *f, const uint8_t *payload,
+			    size_t len)
+{
+	struct request *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	r->payload = malloc(len);
+	if (r->payload == NULL) {
+		free(r);
+		return NULL;
+	}
+	memcpy(r->payload, payload, len);
+	char err[8];
+	if (frame_decode(r->payload, len, &r->frame, NULL, err, sizeof(err)) < 0) {
+		free(r->payload);
+		free(r);
+		return NULL;
+	}
+	r->c = c;
+	conn_ref(c);
+	r->type = f->type;
+	r->id = f->id;
+	return r;
+}
+
+void request_free(struct request *r)
+{
+	if (r == NULL)
+		return;
+	frame_release(&r->frame);
+	free(r->payload);
+	free(r->reply);
+	conn_unref(r->c);
+	free(r);
+}
+
+static void handle_hello(struct conn *c, const struct frame *f)
+{
+	struct primary *p = c->p;
+	char err[256];
+	uint64_t proto = 0;
+	if (msg_get_u64(f->body, "proto", true, UINT32_MAX, &proto, err, sizeof(err)) < 0) {
+		conn_send_error(c, f->id, -EPROTO, "HELLO: %s", err);
+		return;
+	}
+	if (proto != PROTO_VERSION) {
+		conn_send_error(c, f->id, -EPROTO,
+				"protocol version %llu is not supported; this primary speaks %d",
+				(unsigned long long)proto, PROTO_VERSION);
+		return;
+	}
+	const char *cid;
+	size_t cidlen;
+	int r = msg_get_bytes(f->body, "cluster_id", false, 0, STORE_CLUSTER_ID_MAX, &cid, &cidlen,
+			      err, sizeof(err));
+	if (r < 0) {
+		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
+		return;
+	}
+	if (r == 0 && cidlen > 0 &&
+	    (cidlen != strlen(p->cluster_id) || memcmp(cid, p->cluster_id, cidlen) != 0)) {
+		conn_send_error(c, f->id, -EPERM,
+				"cluster id '%.*s' does not match this primary's '%s'", (int)cidlen,
+				cid, p->cluster_id);
+		return;
+	}
+	const char *tok = NULL;
+	size_t toklen = 0;
+	r = msg_get_bytes(f->body, "token", false, 1, 8192, &tok, &toklen, err, sizeof(err));
+	if (r < 0) {
+		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
+		return;
+	}
+	if (p->secret == NULL) {
+		c->open_access = true;
+	} else {
+		if (tok == NULL) {
+			conn_send_error(c, f->id, -EACCES, "a token is required (HELLO without token)");
+			return;
+		}
+		struct token_claims claims;
+		if (token_verify(p->secret, p->secret_len, tok, toklen, primary_now_ns() / 1000000000,
+				 &claims, err, sizeof(err)) < 0) {
+			log_info("%s: token refused: %s", c->peer, err);
+			conn_send_error(c, f->id, -EACCES, "token refused: %s", err);
+			return;
+		}
+		c->claims = claims;
+	}
+	c->authed = true;
+	c->role = CONN_CLIENT;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, 4);
+	msg_pack_key(&pk, "cluster_id");
+	msg_pack_cstr(&pk, p->cluster_id);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, p->version);
+	msg_pack_key(&pk, "proto");
+	msgpack_pack_uint32(&pk, PROTO_VERSION);
+	msg_pack_key(&pk, "role");
+	msg_pack_cstr(&pk, "primary");
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void dispatch(struct conn *c, const struct frame *f, const uint8_t *payload, size_t len)
+{
+	struct primary *p = c->p;
+	if (f->type == MT_HELLO) {
+		if (c->authed) {
+			conn_send_error(c, f->id, -EPROTO, "HELLO was already sent");
+			return;
+		}
+		handle_hello(c, f);
+		return;
+	}
+	if (!c->authed) {
+		conn_send_error(c, f->id, -EPROTO, "%s before HELLO: send HELLO first",
+				proto_msg_name(f->type));
+		return;
+	}
+	if (f->type == MT_SUBSCRIBE) {
+		stream_subscribe(p, c, f->id, f->body);
+		return;
+	}
+	if (f->type == MT_ACK) {
+		stream_ack(p, c, f->body);
+		return;
+	}
+	if (c->role == CONN_SUBSCRIBER) {
+		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
+				proto_msg_name(f->type));
+		return;
+	}
+	if (rpc_is_read(f->type)) {
+		p->m_reads ? metric_add(p->m_reads, 1) : (void)0;
+		if (!committer_busy(p->committer)) {
+			rpc_read(p, c, f->type, f->id, f->body);
+			return;
+		}
+		/* The namespace is ahead of the store while a batch commits:
+		 * wait for it so a read never shows a version that could
+		 * still be lost. */
+		struct request *r = request_new(c, f, payload, len);
+		if (r == NULL) {
+			conn_send_error(c, f->id, -ENOMEM, "out of memory");
+			return;
+		}
+		TAILQ_INSERT_TAIL(&p->parked_reads, r, entry);
+		return;
+	}
+	if (rpc_is_write(f->type)) {
+		if (p->draining) {
+			conn_send_error(c, f->id, -ESHUTDOWN, "the primary is shutting down");
+			return;
+		}
+		char err[512];
+		int rc = rpc_check_write(p, c, f->type, f->body, err, sizeof(err));
+		if (rc < 0) {
+			metric_add(p->m_write_errors, 1);
+			conn_send_error(c, f->id, rc, "%s: %s", proto_msg_name(f->type), err);
+			return;
+		}
+		struct request *r = request_new(c, f, payload, len);
+		if (r == NULL) {
+			conn_send_error(c, f->id, -ENOMEM, "out of memory");
+			return;
+		}
+		committer_submit(p->committer, r);
+		return;
+	}
+	conn_send_error(c, f->id, -EPROTO, "unknown message type %u", f->type);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct primary *p = c->p;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	conn_ref(c); /* dispatch may close c */
+	for (int n = 0; n < CONN_FRAMES_PER_CALLBACK && c->bev != NULL; n++) {
+		uint8_t hdr[FRAME_HEADER_LEN];
+		if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+			break;
+		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+			       (uint32_t)hdr[2] << 8 | hdr[3];
+		if (len > p->cfg.max_frame_bytes) {
+			char why[128];
+			snprintf(why, sizeof(why), "frame of %u bytes exceeds the limit of %llu", len,
+				 (unsigned long long)p->cfg.max_frame_bytes);
+			metric_add(p->m_frames_rejected, 1);
+			conn_send_error(c, 0, -E2BIG, "%s", why);
+			bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
+			conn_close(c, why);
+			break;
+		}
+		if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)len)
+			break;
+		const uint8_t *buf = evbuffer_pullup(in, FRAME_HEADER_LEN + (ev_ssize_t)len);
+		struct frame f;
+		uint64_t id = 0;
+		char err[256];
+		if (frame_decode(buf + FRAME_HEADER_LEN, len, &f, &id, err, sizeof(err)) < 0) {
+			metric_add(p->m_frames_rejected, 1);
+			conn_send_error(c, id, -EPROTO, "malformed frame: %s", err);
+			evbuffer_drain(in, FRAME_HEADER_LEN + (size_t)len);
+			/* Framing is intact, so the connection can go on. */
+			continue;
+		}
+		dispatch(c, &f, buf + FRAME_HEADER_LEN, len);
+		frame_release(&f);
+		if (c->bev == NULL)
+			break;
+		evbuffer_drain(in, FRAME_HEADER_LEN + (size_t)len);
+	}
+	/* More complete frames may be waiting: come back on the next loop
+	 * turn rather than starve other connections. */
+	if (c->bev != NULL && evbuffer_get_length(in) >= FRAME_HEADER_LEN && !c->reading_paused) {
+		uint8_t hdr[FRAME_HEADER_LEN];
+		evbuffer_copyout(in, hdr, sizeof(hdr));
+		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+			       (uint32_t)hdr[2] << 8 | hdr[3];
+		if (evbuffer_get_length(in) >= FRAME_HEADER_LEN + (size_t)len)
+			bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+	}
+	conn_unref(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->reading_paused && conn_output_len(c) <= CONN_OUTPUT_HIGH / 4) {
+		c->reading_paused = false;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		bufferevent_enable(bev, EV_READ);
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+	}
+	if (c->sub != NULL)
+		stream_pump(c->p, c);
+	if (c->p->draining && conn_output_len(c) == 0)
+		primary_maybe_finish_drain(c->p);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	char why[256];
+	if (what & BEV_EVENT_EOF) {
+		snprintf(why, sizeof(why), "peer closed");
+		conn_close(c, c->role == CONN_SUBSCRIBER ? why : NULL);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		snprintf(why, sizeof(why), "idle for %llu ms",
+			 (unsigned long long)c->p->cfg.idle_timeout_ms);
+		conn_close(c, why);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		int err = EVUTIL_SOCKET_ERROR();
+		char tlsbuf[160];
+		if (c->p->tls != NULL && tls_error(bev, tlsbuf, sizeof(tlsbuf)) != NULL &&
+		    tlsbuf[0] != '\0')
+			snprintf(why, sizeof(why), "tls: %s", tlsbuf);
+		else
+			snprintf(why, sizeof(why), "%s", err ? strerror(err) : "connection error");
+		conn_close(c, why);
+	}
+}

@@ -1,0 +1,348 @@
+/* mp-primary's command line: run the daemon, check a configuration (-n), or
+ * make tokens (token create). */
+#include <errno.h>
+#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mpconfig.h"
+#include "primary.h"
+
+int primary_run(struct primary_config *cfg, const char *config_path);
+int primary_load_config(const char *path, struct primary_config *cfg, char **ret_err);
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define OPT(field) offsetof(struct primary_config, field)
+const struct config_option primary_config_table[] = {
+	{"cluster_id", CONFIG_STRING, OPT(cluster_id), 0, 0, NULL,
+	 "Cluster id the store must carry (empty: take the store's, or make one)", NULL},
+	{"data_dir", CONFIG_PATH, OPT(data_dir), 0, 0, "var/primary",
+	 "Directory of the embedded SQLite store", NULL},
+	{"store", CONFIG_STRING, OPT(store), 0, 0, NULL,
+	 "sqlite:PATH or postgres://... (default: sqlite:DATA_DIR/meta.db)", NULL},
+	{"listen", CONFIG_HOSTPORT, OPT(listen), 0, 0, "127.0.0.1:7100",
+	 "Address for clients and mirrors", NULL},
+	{"admin", CONFIG_HOSTPORT, OPT(admin), 0, 0, "127.0.0.1:7180",
+	 "Admin HTTP address (/healthz, /status, /metrics)", NULL},
+	{"secret_file", CONFIG_PATH, OPT(secret_file), 0, 0, NULL,
+	 "Cluster secret for tokens; unset allows everything", NULL},
+	{"tls.cert", CONFIG_PATH, OPT(tls_cert), 0, 0, NULL, "Server certificate (PEM)", NULL},
+	{"tls.key", CONFIG_PATH, OPT(tls_key), 0, 0, NULL, "Server private key (PEM)", NULL},
+	{"tls.client_ca", CONFIG_PATH, OPT(tls_client_ca), 0, 0, NULL,
+	 "CA that signs client and site certificates", NULL},
+	{"tls.verify_clients", CONFIG_BOOL, OPT(tls_verify_clients), 0, 0, "false",
+	 "Require client certificates (mutual TLS between sites)", NULL},
+	{"max_frame_bytes", CONFIG_SIZE, OPT(max_frame_bytes), 4096, 1ull << 30, "16MiB",
+	 "Largest frame accepted", NULL},
+	{"heartbeat_interval", CONFIG_DURATION, OPT(heartbeat_interval_ms), 10, 60000, "1s",
+	 "Heartbeat to idle subscribers", NULL},
+	{"idle_timeout", CONFIG_DURATION, OPT(idle_timeout_ms), 1000, 86400000, "300s",
+	 "Close client connections silent for this long", NULL},
+	{"log_retention.max_versions", CONFIG_UINT, OPT(retention_max_versions), 1, 0, "1000000",
+	 "Keep at least this many versions in the change log", NULL},
+	{"log_retention.max_age", CONFIG_DURATION, OPT(retention_max_age_ms), 0, 0, "24h",
+	 "Keep versions at least this long", NULL},
+	{"log_retention.hard_cap", CONFIG_UINT, OPT(retention_hard_cap), 1, 0, "20000000",
+	 "Never keep more versions than this, even for a lagging mirror", NULL},
+	{"commit.max_batch_writes", CONFIG_UINT, OPT(max_batch_writes), 1, 100000, "4096",
+	 "Writes per group commit", NULL},
+	{"max_connections", CONFIG_UINT, OPT(max_connections), 1, 1000000, "10000",
+	 "Open connections at most", NULL},
+	{"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
+	 log_levels},
+	{NULL, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+
+/* Command-line overrides, kept so a reload applies them again. */
+static struct {
+	const char *name;
+	const char *value;
+} overrides[16];
+static int noverrides;
+
+static int check_config(const struct primary_config *cfg, char **ret_err)
+{
+	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+		return asprintf(ret_err, "tls.cert and tls.key go together") < 0 ? -ENOMEM
+										 : -EINVAL;
+	if (cfg->tls_verify_clients && cfg->tls_client_ca == NULL)
+		return asprintf(ret_err, "tls.verify_clients needs tls.client_ca") < 0 ? -ENOMEM
+											 : -EINVAL;
+	if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL)
+		return asprintf(ret_err, "tls.client_ca needs tls.cert and tls.key") < 0
+			       ? -ENOMEM
+			       : -EINVAL;
+	if (cfg->store != NULL && cfg->store[0] != '\0' && strncmp(cfg->store, "sqlite:", 7) != 0 &&
+	    strncmp(cfg->store, "postgres://", 11) != 0 &&
+	    strncmp(cfg->store, "postgresql://", 13) != 0)
+		return asprintf(ret_err, "store '%s': expected sqlite:PATH or postgres://...",
+				cfg->store) < 0
+			       ? -ENOMEM
+			       : -EINVAL;
+	return 0;
+}
+
+int primary_load_config(const char *path, struct primary_config *cfg, char **ret_err)
+{
+	struct primary_config c;
+	memset(&c, 0, sizeof(c));
+	config_defaults(primary_config_table, &c);
+	int r = 0;
+	if (path != NULL)
+		r = config_load_file(primary_config_table, &c, path, ret_err);
+	for (int i = 0; r == 0 && i < noverrides; i++) {
+		char *err = NULL;
+		r = config_set(primary_config_table, &c, overrides[i].name, overrides[i].value, &err);
+		if (r < 0) {
+			if (asprintf(ret_err, "--%s: %s", overrides[i].name, err) < 0)
+				*ret_err = NULL;
+			free(err);
+		}
+	}
+	if (r == 0)
+		r = check_config(&c, ret_err);
+	if (r < 0) {
+		config_free(primary_config_table, &c);
+		return r;
+	}
+	*cfg = c;
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: mp-primary [-c FILE] [-n] [--data-dir DIR] [--store URL]\n"
+		"                  [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]\n"
+		"       mp-primary token create --site NAME [-c FILE | --secret-file F]\n"
+		"       mp-primary token create --client NAME [--subtree /PATH]\n"
+		"                  [--read-only | --read-write] [--expires DURATION]\n"
+		"                  [-c FILE | --secret-file F]\n"
+		"       mp-primary --print-config [-c FILE]\n"
+		"\n"
+		"  -c, --config FILE    YAML configuration\n"
+		"  -n, --check          check the configuration and exit\n"
+		"      --data-dir DIR   directory of the embedded store (default var/primary)\n"
+		"      --store URL      sqlite:PATH or postgres://...\n"
+		"      --listen H:P     client and mirror address (default 127.0.0.1:7100)\n"
+		"      --admin H:P      admin HTTP address (default 127.0.0.1:7180)\n");
+}
+
+static int token_command(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"site", required_argument, NULL, 's'},
+		{"client", required_argument, NULL, 'C'},
+		{"subtree", required_argument, NULL, 't'},
+		{"read-only", no_argument, NULL, 'r'},
+		{"read-write", no_argument, NULL, 'w'},
+		{"expires", required_argument, NULL, 'e'},
+		{"config", required_argument, NULL, 'c'},
+		{"secret-file", required_argument, NULL, 'S'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	if (argc < 2 || strcmp(argv[1], "create") != 0) {
+		fprintf(stderr, "mp-primary token: expected 'token create'\n");
+		return 2;
+	}
+	struct token_claims claims;
+	memset(&claims, 0, sizeof(claims));
+	snprintf(claims.subtree, sizeof(claims.subtree), "/");
+	const char *config = NULL, *secret_file = NULL, *name = NULL;
+	uint64_t expires_ms = 0;
+	int rw = -1, opt;
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+		case 'C':
+			if (claims.kind != 0) {
+				fprintf(stderr, "mp-primary token: give one of --site or --client\n");
+				return 2;
+			}
+			claims.kind = opt == 's' ? TOKEN_SITE : TOKEN_CLIENT;
+			name = optarg;
+			break;
+		case 't':
+			if (!token_path_valid(optarg, strlen(optarg))) {
+				fprintf(stderr, "mp-primary token: --subtree '%s' is not an absolute "
+						"path\n",
+					optarg);
+				return 2;
+			}
+			snprintf(claims.subtree, sizeof(claims.subtree), "%s", optarg);
+			break;
+		case 'r':
+			rw = 0;
+			break;
+		case 'w':
+			rw = 1;
+			break;
+		case 'e':
+			if (config_parse_duration(optarg, &expires_ms) < 0 || expires_ms == 0) {
+				fprintf(stderr, "mp-primary token: --expires '%s': expected a duration "
+						"like 30d, 12h or 90m\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'S':
+			secret_file = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (claims.kind == 0 || name == NULL || strlen(name) == 0 || strlen(name) > TOKEN_NAME_MAX) {
+		fprintf(stderr, "mp-primary token: --site NAME or --client NAME is required (1..64 "
+				"characters)\n");
+		return 2;
+	}
+	if (claims.kind == TOKEN_SITE && (rw != -1 || strcmp(claims.subtree, "/") != 0)) {
+		fprintf(stderr, "mp-primary token: --subtree and --read-* are for client tokens\n");
+		return 2;
+	}
+	snprintf(claims.name, sizeof(claims.name), "%s", name);
+	claims.read_write = rw == 1;
+	claims.issued = (int64_t)time(NULL);
+	claims.expires = expires_ms ? claims.issued + (int64_t)(expires_ms / 1000) : 0;
+	struct primary_config cfg;
+	char *err = NULL;
+	if (secret_file == NULL) {
+		if (primary_load_config(config, &cfg, &err) < 0) {
+			fprintf(stderr, "mp-primary token: %s\n", err);
+			free(err);
+			return 1;
+		}
+		secret_file = cfg.secret_file ? strdup(cfg.secret_file) : NULL;
+		config_free(primary_config_table, &cfg);
+	} else {
+		secret_file = strdup(secret_file);
+	}
+	if (secret_file == NULL) {
+		fprintf(stderr, "mp-primary token: no secret_file configured (give -c FILE with "
+				"secret_file, or --secret-file)\n");
+		return 1;
+	}
+	uint8_t *secret;
+	size_t slen;
+	int r = token_load_secret(secret_file, &secret, &slen, &err);
+	free((char *)secret_file);
+	if (r < 0) {
+		fprintf(stderr, "mp-primary token: %s\n", err);
+		free(err);
+		return 1;
+	}
+	char *tok = NULL;
+	r = token_create(secret, slen, &claims, &tok);
+	token_free_secret(secret, slen);
+	if (r < 0) {
+		fprintf(stderr, "mp-primary token: cannot create the token: %s\n", strerror(-r));
+		return 1;
+	}
+	printf("%s\n", tok);
+	free(tok);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "token") == 0)
+		return token_command(argc - 1, argv + 1);
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"check", no_argument, NULL, 'n'},
+		{"data-dir", required_argument, NULL, 'd'},
+		{"store", required_argument, NULL, 's'},
+		{"listen", required_argument, NULL, 'l'},
+		{"admin", required_argument, NULL, 'a'},
+		{"log-level", required_argument, NULL, 'L'},
+		{"print-config", no_argument, NULL, 'P'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config = NULL;
+	bool check = false, print = false;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:nhV", opts, NULL)) != -1) {
+		const char *name = NULL;
+		switch (opt) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'P':
+			print = true;
+			break;
+		case 'd':
+			name = "data_dir";
+			break;
+		case 's':
+			name = "store";
+			break;
+		case 'l':
+			name = "listen";
+			break;
+		case 'a':
+			name = "admin";
+			break;
+		case 'L':
+			name = "log_level";
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("mp-primary %s\n", MP_VERSION_STRING);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+		if (name != NULL && noverrides < (int)(sizeof(overrides) / sizeof(overrides[0]))) {
+			overrides[noverrides].name = name;
+			overrides[noverrides].value = optarg;
+			noverrides++;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mp-primary: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	struct primary_config cfg;
+	char *err = NULL;
+	if (primary_load_config(config, &cfg, &err) < 0) {
+		fprintf(stderr, "mp-primary: %s\n", err ? err : "configuration error");
+		free(err);
+		return 1;
+	}
+	if (check || print) {
+		if (print)
+			config_print(primary_config_table, &cfg, stdout);
+		else
+			printf("configuration OK\n");
+		config_free(primary_config_table, &cfg);
+		return 0;
+	}
+	int r = primary_run(&cfg, config);
+	config_free(primary_config_table, &cfg);
+	return r;
+}

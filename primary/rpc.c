@@ -1,0 +1,485 @@
+/* Request handlers of mp-primary: reads answered from the namespace, and
+ * writes checked when they arrive and executed inside a transaction when the
+ * committer forms a batch. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "primary.h"
+#include "proto.h"
+#include "txn.h"
+
+bool rpc_is_read(uint32_t type)
+{
+	return type >= MT_VERSION && type <= MT_READDIR;
+}
+
+bool rpc_is_write(uint32_t type)
+{
+	return type >= MT_MKDIR && type <= MT_BATCH;
+}
+
+static void reply_node(struct primary *p, struct conn *c, uint64_t id, const struct node_rec *rec)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_REPLY, id, 2);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, p->version);
+	msg_pack_key(&pk, "node");
+	msg_pack_node(&pk, rec);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void read_error(struct conn *c, uint64_t id, int r, const char *what)
+{
+	switch (r) {
+	case -ENOENT:
+		conn_send_error(c, id, r, "%s does not exist", what);
+		break;
+	case -ENOTDIR:
+		conn_send_error(c, id, r, "%s: not a directory", what);
+		break;
+	case -EACCES:
+		conn_send_error(c, id, r, "%s is outside the token's subtree", what);
+		break;
+	default:
+		conn_send_error(c, id, r, "%s: invalid (absolute path, names of 1..255 bytes "
+					  "without '/', not . or ..)", what);
+	}
+}
+
+struct readdir_page {
+	msgpack_packer *pk;
+	uint32_t limit;
+	uint32_t count;
+	bool more;
+	const char *last;
+	uint8_t last_len;
+};
+
+static int readdir_visit(void *arg, const struct node_rec *rec)
+{
+	struct readdir_page *pg = arg;
+	if (pg->count == pg->limit) {
+		pg->more = true;
+		return 1;
+	}
+	msg_pack_node(pg->pk, rec);
+	pg->count++;
+	pg->last = rec->name;
+	pg->last_len = rec->name_len;
+	return 0;
+}
+
+static void do_readdir(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
+{
+	char err[256];
+	struct node_rec dir;
+	uint64_t ino = 0, limit = READDIR_DEFAULT_LIMIT;
+	const char *path = NULL, *cursor = NULL;
+	size_t plen = 0, clen = 0;
+	int r = msg_get_u64(body, "ino", false, UINT64_MAX, &ino, err, sizeof(err));
+	if (r == 1)
+		r = msg_get_bytes(body, "path", false, 1, NODE_PATH_MAX, &path, &plen, err,
+				  sizeof(err));
+	if (r == 0)
+		r = msg_get_bytes(body, "cursor", false, 0, NODE_NAME_MAX, &cursor, &clen, err,
+				  sizeof(err));
+	if (r == 1)
+		r = 0;
+	if (r == 0)
+		r = msg_get_u64(body, "limit", false, READDIR_MAX_LIMIT, &limit, err, sizeof(err));
+	if (r < 0 || (ino == 0 && path == NULL) || limit == 0) {
+		conn_send_error(c, id, -EINVAL, "READDIR: %s",
+				r < 0 ? err : "needs 'ino' or 'path' and a limit of 1..10000");
+		return;
+	}
+	r = path != NULL ? namespace_resolve(p->ns, path, plen, &dir)
+			 : namespace_get(p->ns, ino, &dir);
+	if (r == 0 && dir.type != NODE_DIR)
+		r = -ENOTDIR;
+	if (r == 0 && !conn_may_read_ino(c, dir.ino))
+		r = -EACCES;
+	if (r < 0) {
+		read_error(c, id, r, "READDIR: the directory");
+		return;
+	}
+	msgpack_sbuffer entries;
+	msgpack_packer epk;
+	msgpack_sbuffer_init(&entries);
+	msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
+	struct readdir_page pg = {.pk = &epk, .limit = (uint32_t)limit};
+	namespace_readdir(p->ns, dir.ino, cursor, clen, readdir_visit, &pg);
+
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_REPLY, id, 4);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, p->version);
+	msg_pack_key(&pk, "dir");
+	msgpack_pack_uint64(&pk, dir.ino);
+	msg_pack_key(&pk, "entries");
+	msgpack_pack_array(&pk, pg.count);
+	msg_pack_raw(&pk, entries.data, entries.size);
+	msg_pack_key(&pk, "next");
+	if (pg.more)
+		msg_pack_strn(&pk, pg.last, pg.last_len);
+	else
+		msgpack_pack_nil(&pk);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&entries);
+}
+
+void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
+	      const msgpack_object *body)
+{
+	char err[256];
+	struct node_rec rec;
+	int r;
+	switch (type) {
+	case MT_VERSION: {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msg_begin(&sb, &pk, MT_REPLY, id, 2);
+		msg_pack_key(&pk, "version");
+		msgpack_pack_uint64(&pk, p->version);
+		msg_pack_key(&pk, "cluster_id");
+		msg_pack_cstr(&pk, p->cluster_id);
+		msg_end(&sb);
+		conn_send(c, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
+		return;
+	}
+	case MT_LOOKUP: {
+		uint64_t parent;
+		const char *name;
+		size_t nlen;
+		if (msg_get_u64(body, "parent", true, UINT64_MAX, &parent, err, sizeof(err)) < 0 ||
+		    msg_get_bytes(body, "name", true, 1, NODE_NAME_MAX, &name, &nlen, err,
+				  sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "LOOKUP: %s", err);
+			return;
+		}
+		r = namespace_lookup(p->ns, parent, name, nlen, &rec);
+		if (r == 0 && !conn_may_read_ino(c, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[300];
+			snprintf(what, sizeof(what), "LOOKUP: '%.*s' in directory %llu",
+				 (int)(nlen > 200 ? 200 : nlen), name, (unsigned long long)parent);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(p, c, id, &rec);
+		return;
+	}
+	case MT_GETATTR: {
+		uint64_t ino;
+		if (msg_get_u64(body, "ino", true, UINT64_MAX, &ino, err, sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "GETATTR: %s", err);
+			return;
+		}
+		r = namespace_get(p->ns, ino, &rec);
+		if (r == 0 && !conn_may_read_ino(c, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[64];
+			snprintf(what, sizeof(what), "GETATTR: inode %llu", (unsigned long long)ino);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(p, c, id, &rec);
+		return;
+	}
+	case MT_RESOLVE: {
+		const char *path;
+		size_t plen;
+		if (msg_get_bytes(body, "path", true, 1, NODE_PATH_MAX, &path, &plen, err,
+				  sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "RESOLVE: %s", err);
+			return;
+		}
+		r = namespace_resolve(p->ns, path, plen, &rec);
+		if (r == 0 && !conn_may_read_ino(c, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[300];
+			snprintf(what, sizeof(what), "RESOLVE: '%.*s'", (int)(plen > 200 ? 200 : plen),
+				 path);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(p, c, id, &rec);
+		return;
+	}
+	case MT_READDIR:
+		do_readdir(p, c, id, body);
+		return;
+	}
+}
+
+/* ---- writes ---- */
+
+static int get_path(const msgpack_object *body, const char *key, const char **ret, size_t *len,
+		    char *err, size_t errlen)
+{
+	int r = msg_get_bytes(body, key, true, 1, NODE_PATH_MAX, ret, len, err, errlen);
+	if (r == 0 && (*ret)[0] != '/') {
+		snprintf(err, errlen, "field '%s': path '%.*s' is not absolute", key,
+			 (int)(*len > 200 ? 200 : *len), *ret);
+		return -EINVAL;
+	}
+	return r;
+}
+
+static int check_access(struct conn *c, const msgpack_object *body, const char *key, char *err,
+			size_t errlen)
+{
+	const char *path;
+	size_t len;
+	int r = get_path(body, key, &path, &len, err, errlen);
+	if (r < 0)
+		return r;
+	if (!conn_may_write_path(c, path, len)) {
+		if (!c->open_access && (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write))
+			snprintf(err, errlen, "the token of '%s' does not allow writes",
+				 c->claims.name);
+		else
+			snprintf(err, errlen, "'%.*s' is outside the token's subtree '%s'",
+				 (int)(len > 200 ? 200 : len), path, c->claims.subtree);
+		return -EACCES;
+	}
+	return 0;
+}
+
+static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, char *err,
+		     size_t errlen)
+{
+	if (body->type != MSGPACK_OBJECT_MAP) {
+		snprintf(err, errlen, "the operation body must be a map");
+		return -EINVAL;
+	}
+	switch (type) {
+	case MT_RENAME: {
+		int r = check_access(c, body, "from", err, errlen);
+		return r < 0 ? r : check_access(c, body, "to", err, errlen);
+	}
+	case MT_MKDIR:
+	case MT_CREATE:
+	case MT_SYMLINK:
+	case MT_UNLINK:
+	case MT_RMDIR:
+	case MT_SETATTR:
+		return check_access(c, body, "path", err, errlen);
+	default:
+		snprintf(err, errlen, "%s is not a write operation", proto_msg_name(type));
+		return -EINVAL;
+	}
+}
+
+int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgpack_object *body,
+		    char *err, size_t errlen)
+{
+	if (type != MT_BATCH)
+		return check_one(c, type, body, err, errlen);
+	const msgpack_object_array *ops;
+	int r = msg_get_array(body, "ops", true, BATCH_MAX_OPS, &ops, err, errlen);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < ops->size; i++) {
+		const msgpack_object *op = &ops->ptr[i];
+		if (op->type != MSGPACK_OBJECT_ARRAY || op->via.array.size != 2 ||
+		    op->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+			snprintf(err, errlen, "op %u: must be [type, body]", i);
+			return -EINVAL;
+		}
+		uint64_t t = op->via.array.ptr[0].via.u64;
+		if (!rpc_is_write((uint32_t)t) || t == MT_BATCH || t > UINT32_MAX) {
+			snprintf(err, errlen, "op %u: type %llu is not a write operation", i,
+				 (unsigned long long)t);
+			return -EINVAL;
+		}
+		char why[400];
+		r = check_one(c, (uint32_t)t, &op->via.array.ptr[1], why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, errlen, "op %u (%s): %s", i, proto_msg_name((uint32_t)t), why);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int get_attrs(const msgpack_object *body, struct txn_attr *a, char *err, size_t errlen)
+{
+	uint64_t v;
+	int64_t s;
+	int r;
+	memset(a, 0, sizeof(*a));
+	if ((r = msg_get_u64(body, "mode", false, 07777, &v, err, errlen)) < 0)
+		return r;
+	if (r == 0) {
+		a->mask |= ATTR_MODE;
+		a->mode = (uint32_t)v;
+	}
+	if ((r = msg_get_u64(body, "uid", false, UINT32_MAX, &v, err, errlen)) < 0)
+		return r;
+	if (r == 0) {
+		a->mask |= ATTR_UID;
+		a->uid = (uint32_t)v;
+	}
+	if ((r = msg_get_u64(body, "gid", false, UINT32_MAX, &v, err, errlen)) < 0)
+		return r;
+	if (r == 0) {
+		a->mask |= ATTR_GID;
+		a->gid = (uint32_t)v;
+	}
+	if ((r = msg_get_u64(body, "size", false, UINT64_MAX, &v, err, errlen)) < 0)
+		return r;
+	if (r == 0) {
+		a->mask |= ATTR_SIZE;
+		a->size = v;
+	}
+	if ((r = msg_get_i64(body, "mtime", false, &s, err, errlen)) < 0)
+		return r;
+	if (r == 0) {
+		a->mask |= ATTR_MTIME;
+		a->mtime = s;
+	}
+	return 0;
+}
+
+/* The layout may come as an array of extents (re-encoded here) or as the
+ * already-encoded bytes in a bin. */
+static int get_layout(const msgpack_object *body, msgpack_sbuffer *scratch, const uint8_t **ret,
+		      size_t *ret_len, char *err, size_t errlen)
+{
+	const msgpack_object *o = msg_field(body, "layout");
+	*ret = NULL;
+	*ret_len = 0;
+	if (o == NULL || o->type == MSGPACK_OBJECT_NIL)
+		return 0;
+	if (o->type == MSGPACK_OBJECT_BIN) {
+		*ret = (const uint8_t *)o->via.bin.ptr;
+		*ret_len = o->via.bin.size;
+	} else if (o->type == MSGPACK_OBJECT_ARRAY) {
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, scratch, msgpack_sbuffer_write);
+		msgpack_pack_object(&pk, *o);
+		*ret = (const uint8_t *)scratch->data;
+		*ret_len = scratch->size;
+	} else {
+		snprintf(err, errlen, "field 'layout': expected an array of extents");
+		return -EINVAL;
+	}
+	if (*ret_len == 1 && (*ret)[0] == 0x90)
+		*ret_len = 0; /* an empty layout is no layout */
+	return 0;
+}
+
+static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
+		       uint64_t *ret_ino, char *err, size_t errlen)
+{
+	const char *path, *path2;
+	size_t len, len2;
+	struct txn_attr a;
+	int r = get_path(body, type == MT_RENAME ? "from" : "path", &path, &len, err, errlen);
+	if (r < 0)
+		return r;
+	*ret_ino = 0;
+	switch (type) {
+	case MT_MKDIR: {
+		bool parents = false;
+		if ((r = get_attrs(body, &a, err, errlen)) < 0 ||
+		    (r = msg_get_bool(body, "parents", false, &parents, err, errlen)) < 0)
+			return r;
+		r = txn_mkdir(t, path, len, &a, parents, ret_ino);
+		break;
+	}
+	case MT_CREATE: {
+		msgpack_sbuffer scratch;
+		msgpack_sbuffer_init(&scratch);
+		const uint8_t *layout;
+		size_t llen;
+		if ((r = get_attrs(body, &a, err, errlen)) < 0 ||
+		    (r = get_layout(body, &scratch, &layout, &llen, err, errlen)) < 0) {
+			msgpack_sbuffer_destroy(&scratch);
+			return r;
+		}
+		r = txn_create(t, path, len, &a, layout, llen, ret_ino);
+		msgpack_sbuffer_destroy(&scratch);
+		break;
+	}
+	case MT_SYMLINK:
+		if ((r = get_attrs(body, &a, err, errlen)) < 0 ||
+		    (r = msg_get_bytes(body, "target", true, 1, NODE_TARGET_MAX, &path2, &len2,
+				       err, errlen)) < 0)
+			return r;
+		r = txn_symlink(t, path, len, path2, len2, &a, ret_ino);
+		break;
+	case MT_RENAME:
+		if ((r = get_path(body, "to", &path2, &len2, err, errlen)) < 0)
+			return r;
+		r = txn_rename(t, path, len, path2, len2, ret_ino);
+		break;
+	case MT_UNLINK:
+		r = txn_unlink(t, path, len);
+		break;
+	case MT_RMDIR:
+		r = txn_rmdir(t, path, len);
+		break;
+	case MT_SETATTR:
+		if ((r = get_attrs(body, &a, err, errlen)) < 0)
+			return r;
+		r = txn_setattr(t, path, len, &a, ret_ino);
+		break;
+	default:
+		snprintf(err, errlen, "%s is not a write operation", proto_msg_name(type));
+		return -EINVAL;
+	}
+	if (r < 0)
+		snprintf(err, errlen, "%s", txn_error(t));
+	return r;
+}
+
+int rpc_execute_write(struct primary *p, struct txn *t, struct conn *c, uint32_t type,
+		      const msgpack_object *body, uint64_t *ret_ino, uint64_t **ret_inos,
+		      size_t *ret_ninos, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	if (type != MT_BATCH)
+		return execute_one(t, type, body, ret_ino, err, errlen);
+	const msgpack_object_array *ops;
+	int r = msg_get_array(body, "ops", true, BATCH_MAX_OPS, &ops, err, errlen);
+	if (r < 0)
+		return r;
+	uint64_t *inos = calloc(ops->size ? ops->size : 1, sizeof(*inos));
+	if (inos == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < ops->size; i++) {
+		const msgpack_object *op = &ops->ptr[i];
+		uint32_t optype = (uint32_t)op->via.array.ptr[0].via.u64;
+		char why[400];
+		why[0] = '\0';
+		r = execute_one(t, optype, &op->via.array.ptr[1], &inos[i], why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, errlen, "op %u (%s): %s", i, proto_msg_name(optype), why);
+			free(inos);
+			return r;
+		}
+	}
+	*ret_ino = 0;
+	*ret_inos = inos;
+	*ret_ninos = ops->size;
+	return 0;
+}

@@ -1,0 +1,94 @@
+/* The primary's durable store: one interface, two backends with the same
+ * schema (docs/STORE.md): "sqlite:PATH" (embedded default) and
+ * "postgres://..." / "postgresql://..." (libpq).
+ *
+ * A struct store is one connection, used by one thread at a time. The
+ * primary opens two: one for its commit thread, one for reads of the change
+ * log on the event loop. Every function returns 0 or a negative errno and
+ * leaves a message naming what failed in store_error(). */
+#ifndef MP_STORE_H
+#define MP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "namespace.h"
+#include "node.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_CLUSTER_ID_MAX 64
+
+struct store;
+
+struct store_meta {
+	char cluster_id[STORE_CLUSTER_ID_MAX + 1];
+	uint64_t version;  /* last committed version, 0 for a new store */
+	uint64_t next_ino; /* next inode number to hand out (>= 2) */
+	uint8_t digest[DIGEST_LEN];
+};
+
+/* One committed version as the change log keeps it. */
+struct store_version {
+	uint64_t version;
+	int64_t time; /* ns since the epoch */
+	uint8_t digest[DIGEST_LEN];
+	const uint8_t *record; /* the encoded change record (msg.h) */
+	size_t record_len;
+};
+
+/* The final state of one inode after a batch: rec NULL means dropped. */
+struct store_node_change {
+	uint64_t ino;
+	const struct node_rec *rec;
+};
+
+/* One group commit: several versions in one store transaction. Every
+ * pointer is borrowed for the duration of store_commit. */
+struct store_batch {
+	const struct store_version *versions;
+	size_t nversions;
+	const struct store_node_change *changes; /* each inode at most once */
+	size_t nchanges;
+	uint64_t version; /* == versions[nversions-1].version */
+	uint64_t next_ino;
+	uint8_t digest[DIGEST_LEN];
+};
+
+/* Opens url. A url without a scheme is an error; "sqlite:" paths are
+ * created with their parent directory. On failure *ret_err (if not NULL)
+ * receives a malloc'd message the caller frees. */
+int store_open(const char *url, struct store **ret, char **ret_err);
+void store_close(struct store *st);
+const char *store_error(const struct store *st);
+/* "sqlite" or "postgres". */
+const char *store_kind(const struct store *st);
+
+/* Creates the schema in an empty store or migrates an older one, then
+ * checks the cluster id: want_cluster_id NULL or "" accepts whatever the
+ * store holds (a new store gets a fresh random id); otherwise a store of
+ * another cluster is refused with -EEXIST. Fills ret_meta. */
+int store_init(struct store *st, const char *want_cluster_id, struct store_meta *ret_meta);
+
+typedef int (*store_node_fn)(void *arg, const struct node_rec *rec);
+/* Calls fn for every node (any order); fn returning < 0 stops with that. */
+int store_load_nodes(struct store *st, store_node_fn fn, void *arg);
+
+/* Commits a batch atomically and durably (fsync / synchronous commit). */
+int store_commit(struct store *st, const struct store_batch *batch);
+
+/* Oldest and newest versions in the change log (0, 0 when empty). */
+int store_log_bounds(struct store *st, uint64_t *ret_oldest, uint64_t *ret_newest);
+
+typedef int (*store_change_fn)(void *arg, const struct store_version *v);
+/* Calls fn for versions >= from in order, at most max_count of them and
+ * stopping after max_bytes of records. */
+int store_read_changes(struct store *st, uint64_t from, size_t max_count, size_t max_bytes,
+		       store_change_fn fn, void *arg);
+
+/* The newest version committed before time (ns), 0 if none. */
+int store_log_version_before(struct store *st, int64_t time, uint64_t *ret_version);
+
+/* Deletes change-log rows with version < below. */
+int store_trim_log(struct store *st, uint64_t below);
+
+#endif
