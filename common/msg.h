@@ -18,7 +18,8 @@
  * max_depth whose declared lengths and counts fit in the bytes present (so
  * that unpacking it can never allocate more than a small multiple of len).
  * Sets *ret_used to its encoded length. Returns 0, -EAGAIN when the object is
- * truncated, or -EINVAL with the reason in err. */
+ * truncated, or -EINVAL with the reason in err (also for a container that
+ * claims more items than the bytes present could hold, truncated or not). */
 int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_used, char *err,
 	      size_t errlen);
 

@@ -1,5 +1,6 @@
 /* The admin endpoints of mp-primary. */
 #include <event2/buffer.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "admin.h"
@@ -34,6 +35,11 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_string(&w, p->cluster_id);
 	json_key(&w, "version");
 	json_uint(&w, p->version);
+	char hex[2 * DIGEST_LEN + 1];
+	for (int i = 0; i < DIGEST_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", p->digest[i]);
+	json_key(&w, "digest");
+	json_string(&w, hex);
 	json_key(&w, "version_time_ns");
 	json_int(&w, p->version_time);
 	json_key(&w, "entries");
