@@ -252,6 +252,13 @@ static int load_node(void *arg, const struct node_rec *rec)
 	return namespace_load_node(arg, rec);
 }
 
+static int last_version_time(void *arg, const struct store_version *v)
+{
+	struct primary *p = arg;
+	p->version_time = v->time;
+	return 0;
+}
+
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
 {
@@ -393,6 +400,8 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	if (p->log == NULL || store_log_bounds(p->reader, &oldest, &newest) < 0)
 		fatal("change log: %s", store_error(p->reader));
 	changelog_set_store_oldest(p->log, oldest);
+	if (newest > 0)
+		store_read_changes(p->reader, newest, 1, 1, last_version_time, p);
 
 	p->metrics = metrics_new();
 	register_metrics(p);
