@@ -52,7 +52,7 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 		return;
 	pthread_mutex_lock(&log_lock);
 	fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000, log_prefix,
-		tags[level], line);
+	        tags[level], line);
 	pthread_mutex_unlock(&log_lock);
 }
 

@@ -8,7 +8,7 @@
 #include "proto.h"
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
@@ -30,7 +30,7 @@ static uint64_t be_read(const uint8_t *p, int n)
 }
 
 int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_used, char *err,
-	      size_t errlen)
+              size_t errlen)
 {
 	/* remaining[d] counts the objects still expected at depth d. */
 	uint64_t remaining[MSG_MAX_DEPTH + 2];
@@ -45,8 +45,8 @@ int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_us
 		if (pos >= len)
 			return fail(err, errlen, -EAGAIN, "truncated msgpack at byte %zu", pos);
 		uint8_t b = buf[pos++];
-		uint64_t skip = 0;	/* payload bytes after the header */
-		uint64_t children = 0;	/* objects the container holds */
+		uint64_t skip = 0;     /* payload bytes after the header */
+		uint64_t children = 0; /* objects the container holds */
 		int container = 0;
 		int hdr = 0; /* length-field bytes following the type byte */
 
@@ -62,35 +62,92 @@ int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_us
 			skip = b & 0x1f;
 		} else {
 			switch (b) {
-			case 0xc4: case 0xd9: hdr = 1; break;
-			case 0xc5: case 0xda: hdr = 2; break;
-			case 0xc6: case 0xdb: hdr = 4; break;
-			case 0xc7: hdr = 1; skip = 1; break;
-			case 0xc8: hdr = 2; skip = 1; break;
-			case 0xc9: hdr = 4; skip = 1; break;
-			case 0xca: skip = 4; break;
-			case 0xcb: skip = 8; break;
-			case 0xcc: case 0xd0: skip = 1; break;
-			case 0xcd: case 0xd1: skip = 2; break;
-			case 0xce: case 0xd2: skip = 4; break;
-			case 0xcf: case 0xd3: skip = 8; break;
-			case 0xd4: skip = 2; break;
-			case 0xd5: skip = 3; break;
-			case 0xd6: skip = 5; break;
-			case 0xd7: skip = 9; break;
-			case 0xd8: skip = 17; break;
-			case 0xdc: hdr = 2; container = 1; break;
-			case 0xdd: hdr = 4; container = 1; break;
-			case 0xde: hdr = 2; container = 2; break;
-			case 0xdf: hdr = 4; container = 2; break;
+			case 0xc4:
+			case 0xd9:
+				hdr = 1;
+				break;
+			case 0xc5:
+			case 0xda:
+				hdr = 2;
+				break;
+			case 0xc6:
+			case 0xdb:
+				hdr = 4;
+				break;
+			case 0xc7:
+				hdr = 1;
+				skip = 1;
+				break;
+			case 0xc8:
+				hdr = 2;
+				skip = 1;
+				break;
+			case 0xc9:
+				hdr = 4;
+				skip = 1;
+				break;
+			case 0xca:
+				skip = 4;
+				break;
+			case 0xcb:
+				skip = 8;
+				break;
+			case 0xcc:
+			case 0xd0:
+				skip = 1;
+				break;
+			case 0xcd:
+			case 0xd1:
+				skip = 2;
+				break;
+			case 0xce:
+			case 0xd2:
+				skip = 4;
+				break;
+			case 0xcf:
+			case 0xd3:
+				skip = 8;
+				break;
+			case 0xd4:
+				skip = 2;
+				break;
+			case 0xd5:
+				skip = 3;
+				break;
+			case 0xd6:
+				skip = 5;
+				break;
+			case 0xd7:
+				skip = 9;
+				break;
+			case 0xd8:
+				skip = 17;
+				break;
+			case 0xdc:
+				hdr = 2;
+				container = 1;
+				break;
+			case 0xdd:
+				hdr = 4;
+				container = 1;
+				break;
+			case 0xde:
+				hdr = 2;
+				container = 2;
+				break;
+			case 0xdf:
+				hdr = 4;
+				container = 2;
+				break;
 			default:
 				return fail(err, errlen, -EINVAL,
-					    "invalid msgpack type byte 0x%02x at byte %zu", b, pos - 1);
+				            "invalid msgpack type byte 0x%02x at byte %zu", b,
+				            pos - 1);
 			}
 			if (hdr > 0) {
 				if (len - pos < (size_t)hdr)
 					return fail(err, errlen, -EAGAIN,
-						    "truncated msgpack length at byte %zu", pos);
+					            "truncated msgpack length at byte %zu", pos);
 				uint64_t n = be_read(buf + pos, hdr);
 				pos += (size_t)hdr;
 				if (container == 1)
@@ -103,27 +160,29 @@ int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_us
 		}
 		if (skip > len - pos)
 			return fail(err, errlen, -EAGAIN,
-				    "msgpack object at byte %zu declares %llu bytes, %zu present", pos,
-				    (unsigned long long)skip, len - pos);
+			            "msgpack object at byte %zu declares %llu bytes, %zu present",
+			            pos, (unsigned long long)skip, len - pos);
 		pos += (size_t)skip;
 
 		remaining[depth]--;
 		pending--;
 		if (container) {
 			if (children > len - pos)
-				return fail(err, errlen, -EINVAL,
-					    "msgpack container at byte %zu declares %llu items in %zu "
-					    "bytes",
-					    pos, (unsigned long long)children, len - pos);
+				return fail(
+				    err, errlen, -EINVAL,
+				    "msgpack container at byte %zu declares %llu items in %zu "
+				    "bytes",
+				    pos, (unsigned long long)children, len - pos);
 			if (children > 0) {
 				if (depth + 1 >= max_depth)
 					return fail(err, errlen, -EINVAL,
-						    "msgpack nested deeper than %u levels", max_depth);
+					            "msgpack nested deeper than %u levels",
+					            max_depth);
 				remaining[++depth] = children;
 				pending += children;
 				if (pending > len - pos)
 					return fail(err, errlen, -EINVAL,
-						    "msgpack declares more items than bytes left");
+					            "msgpack declares more items than bytes left");
 			}
 		}
 		while (depth > 0 && remaining[depth] == 0)
@@ -143,7 +202,7 @@ int msg_unpack(const uint8_t *buf, size_t len, msgpack_unpacked *ret, char *err,
 		return r;
 	if (used != len)
 		return fail(err, errlen, -EINVAL, "%zu trailing bytes after the msgpack object",
-			    len - used);
+		            len - used);
 	size_t off = 0;
 	msgpack_unpacked_init(ret);
 	if (msgpack_unpack_next(ret, (const char *)buf, len, &off) != MSGPACK_UNPACK_SUCCESS) {
@@ -153,8 +212,8 @@ int msg_unpack(const uint8_t *buf, size_t len, msgpack_unpacked *ret, char *err,
 	return 0;
 }
 
-int frame_decode(const uint8_t *payload, size_t len, struct frame *ret, uint64_t *ret_id,
-		 char *err, size_t errlen)
+int frame_decode(const uint8_t *payload, size_t len, struct frame *ret, uint64_t *ret_id, char *err,
+                 size_t errlen)
 {
 	msgpack_unpacked u;
 	int r = msg_unpack(payload, len, &u, err, errlen);
@@ -202,7 +261,7 @@ void frame_release(struct frame *f)
 }
 
 void msg_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t type, uint64_t id,
-	       uint32_t nfields)
+               uint32_t nfields)
 {
 	static const char zero[FRAME_HEADER_LEN] = {0};
 	msgpack_sbuffer_clear(sb);
@@ -267,22 +326,32 @@ const msgpack_object *msg_field(const msgpack_object *map, const char *key)
 static const char *type_name(const msgpack_object *o)
 {
 	switch (o->type) {
-	case MSGPACK_OBJECT_NIL: return "nil";
-	case MSGPACK_OBJECT_BOOLEAN: return "boolean";
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: return "unsigned integer";
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative integer";
+	case MSGPACK_OBJECT_NIL:
+		return "nil";
+	case MSGPACK_OBJECT_BOOLEAN:
+		return "boolean";
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		return "unsigned integer";
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return "negative integer";
 	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: return "float";
-	case MSGPACK_OBJECT_STR: return "string";
-	case MSGPACK_OBJECT_ARRAY: return "array";
-	case MSGPACK_OBJECT_MAP: return "map";
-	case MSGPACK_OBJECT_BIN: return "binary";
-	default: return "extension";
+	case MSGPACK_OBJECT_FLOAT64:
+		return "float";
+	case MSGPACK_OBJECT_STR:
+		return "string";
+	case MSGPACK_OBJECT_ARRAY:
+		return "array";
+	case MSGPACK_OBJECT_MAP:
+		return "map";
+	case MSGPACK_OBJECT_BIN:
+		return "binary";
+	default:
+		return "extension";
 	}
 }
 
 static int lookup(const msgpack_object *map, const char *key, bool required,
-		  const msgpack_object **ret, char *err, size_t errlen)
+                  const msgpack_object **ret, char *err, size_t errlen)
 {
 	const msgpack_object *o = msg_field(map, key);
 	if (o == NULL || o->type == MSGPACK_OBJECT_NIL) {
@@ -295,7 +364,7 @@ static int lookup(const msgpack_object *map, const char *key, bool required,
 }
 
 int msg_get_u64(const msgpack_object *map, const char *key, bool required, uint64_t max,
-		uint64_t *ret, char *err, size_t errlen)
+                uint64_t *ret, char *err, size_t errlen)
 {
 	const msgpack_object *o = NULL;
 	int r = lookup(map, key, required, &o, err, errlen);
@@ -303,16 +372,16 @@ int msg_get_u64(const msgpack_object *map, const char *key, bool required, uint6
 		return r;
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 		return fail(err, errlen, -EINVAL, "field '%s': expected unsigned integer, got %s",
-			    key, type_name(o));
+		            key, type_name(o));
 	if (o->via.u64 > max)
 		return fail(err, errlen, -EINVAL, "field '%s': %llu is above the maximum %llu", key,
-			    (unsigned long long)o->via.u64, (unsigned long long)max);
+		            (unsigned long long)o->via.u64, (unsigned long long)max);
 	*ret = o->via.u64;
 	return 0;
 }
 
-int msg_get_i64(const msgpack_object *map, const char *key, bool required, int64_t *ret,
-		char *err, size_t errlen)
+int msg_get_i64(const msgpack_object *map, const char *key, bool required, int64_t *ret, char *err,
+                size_t errlen)
 {
 	const msgpack_object *o = NULL;
 	int r = lookup(map, key, required, &o, err, errlen);
@@ -324,13 +393,13 @@ int msg_get_i64(const msgpack_object *map, const char *key, bool required, int64
 	}
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX)
 		return fail(err, errlen, -EINVAL, "field '%s': expected integer, got %s", key,
-			    type_name(o));
+		            type_name(o));
 	*ret = (int64_t)o->via.u64;
 	return 0;
 }
 
 int msg_get_bool(const msgpack_object *map, const char *key, bool required, bool *ret, char *err,
-		 size_t errlen)
+                 size_t errlen)
 {
 	const msgpack_object *o = NULL;
 	int r = lookup(map, key, required, &o, err, errlen);
@@ -338,13 +407,13 @@ int msg_get_bool(const msgpack_object *map, const char *key, bool required, bool
 		return r;
 	if (o->type != MSGPACK_OBJECT_BOOLEAN)
 		return fail(err, errlen, -EINVAL, "field '%s': expected boolean, got %s", key,
-			    type_name(o));
+		            type_name(o));
 	*ret = o->via.boolean;
 	return 0;
 }
 
-int msg_get_bytes(const msgpack_object *map, const char *key, bool required, size_t min,
-		  size_t max, const char **ret_ptr, size_t *ret_len, char *err, size_t errlen)
+int msg_get_bytes(const msgpack_object *map, const char *key, bool required, size_t min, size_t max,
+                  const char **ret_ptr, size_t *ret_len, char *err, size_t errlen)
 {
 	const msgpack_object *o = NULL;
 	int r = lookup(map, key, required, &o, err, errlen);
@@ -360,18 +429,18 @@ int msg_get_bytes(const msgpack_object *map, const char *key, bool required, siz
 		n = o->via.bin.size;
 	} else {
 		return fail(err, errlen, -EINVAL, "field '%s': expected string, got %s", key,
-			    type_name(o));
+		            type_name(o));
 	}
 	if (n < min || n > max)
 		return fail(err, errlen, n > max ? -E2BIG : -EINVAL,
-			    "field '%s': length %zu is outside %zu..%zu", key, n, min, max);
+		            "field '%s': length %zu is outside %zu..%zu", key, n, min, max);
 	*ret_ptr = p;
 	*ret_len = n;
 	return 0;
 }
 
 int msg_get_array(const msgpack_object *map, const char *key, bool required, size_t max,
-		  const msgpack_object_array **ret, char *err, size_t errlen)
+                  const msgpack_object_array **ret, char *err, size_t errlen)
 {
 	const msgpack_object *o = NULL;
 	int r = lookup(map, key, required, &o, err, errlen);
@@ -379,10 +448,10 @@ int msg_get_array(const msgpack_object *map, const char *key, bool required, siz
 		return r;
 	if (o->type != MSGPACK_OBJECT_ARRAY)
 		return fail(err, errlen, -EINVAL, "field '%s': expected array, got %s", key,
-			    type_name(o));
+		            type_name(o));
 	if (o->via.array.size > max)
 		return fail(err, errlen, -E2BIG, "field '%s': %u items, at most %zu allowed", key,
-			    o->via.array.size, max);
+		            o->via.array.size, max);
 	*ret = &o->via.array;
 	return 0;
 }
@@ -429,8 +498,8 @@ static int get_int(const msgpack_object *o, int64_t *ret)
 
 int msg_parse_node(const msgpack_object *o, struct node_rec *ret, char *err, size_t errlen)
 {
-	static const char *fields[] = {"ino",  "parent", "name", "type",  "mode", "uid",
-				       "gid",  "size",	 "mtime", "ctime", "extra"};
+	static const char *fields[] = {"ino", "parent", "name",  "type",  "mode", "uid",
+	                               "gid", "size",   "mtime", "ctime", "extra"};
 	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 11)
 		return fail(err, errlen, -EINVAL, "a node must be an array of 11 fields");
 	const msgpack_object *f = o->via.array.ptr;
@@ -442,7 +511,7 @@ int msg_parse_node(const msgpack_object *o, struct node_rec *ret, char *err, siz
 	else if (get_uint(&f[1], UINT64_MAX, &rec.parent) < 0)
 		bad = 1;
 	else if ((f[2].type != MSGPACK_OBJECT_STR && f[2].type != MSGPACK_OBJECT_BIN) ||
-		 f[2].via.str.size > NODE_NAME_MAX)
+	         f[2].via.str.size > NODE_NAME_MAX)
 		bad = 2;
 	else if (get_uint(&f[3], 255, &v) < 0)
 		bad = 3;
@@ -471,7 +540,7 @@ int msg_parse_node(const msgpack_object *o, struct node_rec *ret, char *err, siz
 	}
 	if (bad >= 0)
 		return fail(err, errlen, -EINVAL, "node field '%s' has the wrong type or range",
-			    fields[bad]);
+		            fields[bad]);
 	int r = node_check(&rec, err, errlen);
 	if (r < 0)
 		return r;
@@ -479,15 +548,15 @@ int msg_parse_node(const msgpack_object *o, struct node_rec *ret, char *err, siz
 	return 0;
 }
 
-int msg_parse_change(const msgpack_object *o, struct change_header *ret, char *err,
-		     size_t errlen)
+int msg_parse_change(const msgpack_object *o, struct change_header *ret, char *err, size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
 		return fail(err, errlen, -EINVAL, "a change record must be an array of 4 fields");
 	const msgpack_object *f = o->via.array.ptr;
 	struct change_header h;
 	if (get_uint(&f[0], UINT64_MAX, &h.version) < 0 || h.version == 0)
-		return fail(err, errlen, -EINVAL, "change record version must be a positive integer");
+		return fail(err, errlen, -EINVAL,
+		            "change record version must be a positive integer");
 	if (get_int(&f[1], &h.time) < 0)
 		return fail(err, errlen, -EINVAL, "change record time must be an integer");
 	if (f[2].type != MSGPACK_OBJECT_BIN || f[2].via.bin.size != 16)
@@ -501,7 +570,7 @@ int msg_parse_change(const msgpack_object *o, struct change_header *ret, char *e
 }
 
 int msg_parse_mutation(const msgpack_object *o, uint64_t *ret_ino, struct node_rec *ret_rec,
-		       bool *ret_is_put, char *err, size_t errlen)
+                       bool *ret_is_put, char *err, size_t errlen)
 {
 	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
 	    o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)

@@ -21,7 +21,7 @@
  * truncated, or -EINVAL with the reason in err (also for a container that
  * claims more items than the bytes present could hold, truncated or not). */
 int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_used, char *err,
-	      size_t errlen);
+              size_t errlen);
 
 /* Unpacks exactly one object filling all of buf, after msg_check. Objects
  * reference buf, which must outlive ret. Returns 0 or -EINVAL. */
@@ -38,14 +38,14 @@ struct frame {
 /* Decodes a frame payload (the bytes after the length). Returns 0 or
  * -EINVAL with a reason; on success call frame_release. The id is set
  * whenever it could be read, so errors can still be answered. */
-int frame_decode(const uint8_t *payload, size_t len, struct frame *ret, uint64_t *ret_id,
-		 char *err, size_t errlen);
+int frame_decode(const uint8_t *payload, size_t len, struct frame *ret, uint64_t *ret_id, char *err,
+                 size_t errlen);
 void frame_release(struct frame *f);
 
 /* Frame building: msg_begin reserves the length, packs [type, id, map(n)];
  * the caller packs n key/value pairs; msg_end patches the length. */
 void msg_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t type, uint64_t id,
-	       uint32_t nfields);
+               uint32_t nfields);
 void msg_end(msgpack_sbuffer *sb);
 void msg_pack_key(msgpack_packer *pk, const char *key);
 void msg_pack_cstr(msgpack_packer *pk, const char *s);
@@ -59,16 +59,16 @@ void msg_pack_raw(msgpack_packer *pk, const void *p, size_t len);
  * the field and what was wrong. */
 const msgpack_object *msg_field(const msgpack_object *map, const char *key);
 int msg_get_u64(const msgpack_object *map, const char *key, bool required, uint64_t max,
-		uint64_t *ret, char *err, size_t errlen);
-int msg_get_i64(const msgpack_object *map, const char *key, bool required, int64_t *ret,
-		char *err, size_t errlen);
+                uint64_t *ret, char *err, size_t errlen);
+int msg_get_i64(const msgpack_object *map, const char *key, bool required, int64_t *ret, char *err,
+                size_t errlen);
 int msg_get_bool(const msgpack_object *map, const char *key, bool required, bool *ret, char *err,
-		 size_t errlen);
+                 size_t errlen);
 /* Accepts str or bin of min..max bytes. */
-int msg_get_bytes(const msgpack_object *map, const char *key, bool required, size_t min,
-		  size_t max, const char **ret_ptr, size_t *ret_len, char *err, size_t errlen);
+int msg_get_bytes(const msgpack_object *map, const char *key, bool required, size_t min, size_t max,
+                  const char **ret_ptr, size_t *ret_len, char *err, size_t errlen);
 int msg_get_array(const msgpack_object *map, const char *key, bool required, size_t max,
-		  const msgpack_object_array **ret, char *err, size_t errlen);
+                  const msgpack_object_array **ret, char *err, size_t errlen);
 
 /* Nodes travel as arrays:
  * [ino, parent, name, type, mode, uid, gid, size, mtime, ctime, extra]
@@ -86,10 +86,9 @@ struct change_header {
 	uint8_t digest[16];
 	const msgpack_object_array *mutations;
 };
-int msg_parse_change(const msgpack_object *o, struct change_header *ret, char *err,
-		     size_t errlen);
+int msg_parse_change(const msgpack_object *o, struct change_header *ret, char *err, size_t errlen);
 /* Parses mutation i of a change record into (ino, rec or NULL). */
 int msg_parse_mutation(const msgpack_object *o, uint64_t *ret_ino, struct node_rec *ret_rec,
-		       bool *ret_is_put, char *err, size_t errlen);
+                       bool *ret_is_put, char *err, size_t errlen);
 
 #endif

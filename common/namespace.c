@@ -16,7 +16,7 @@ struct ns_node {
 	struct ns_node *right;
 	union {
 		struct ns_node *children; /* directories: root of the entry treap */
-		uint8_t *extra;		  /* files: layout; symlinks: target */
+		uint8_t *extra;           /* files: layout; symlinks: target */
 	} u;
 	uint64_t size;
 	int64_t mtime;
@@ -30,9 +30,10 @@ struct ns_node {
 	char name[];
 };
 
-struct namespace {
+struct namespace
+{
 	struct ns_node **slots; /* open addressing by ino, linear probing */
-	size_t cap;		/* power of two */
+	size_t cap;             /* power of two */
 	size_t count;
 	size_t heap_bytes;
 	uint64_t digest[2];
@@ -252,7 +253,7 @@ void namespace_record_hash(const struct node_rec *rec, uint64_t out[2])
 	uint8_t head[8 * 5 + 4 * 3 + 1 + 1 + 4];
 	uint8_t *p = head;
 	uint64_t v64[5] = {rec->ino, rec->parent, rec->size, (uint64_t)rec->mtime,
-			   (uint64_t)rec->ctime};
+	                   (uint64_t)rec->ctime};
 	for (int i = 0; i < 5; i++)
 		for (int b = 0; b < 8; b++)
 			*p++ = (uint8_t)(v64[i] >> (8 * b));
@@ -367,7 +368,7 @@ struct namespace *namespace_new(void)
 	}
 	ns->heap_bytes = sizeof(*ns) + ns->cap * sizeof(*ns->slots);
 	struct node_rec root = {
-		.ino = NODE_ROOT_INO, .parent = 0, .type = NODE_DIR, .mode = 0755, .name = ""};
+	    .ino = NODE_ROOT_INO, .parent = 0, .type = NODE_DIR, .mode = 0755, .name = ""};
 	struct ns_node *n = node_new(ns, &root);
 	if (n == NULL || table_insert(ns, n) < 0) {
 		free(n);
@@ -416,7 +417,7 @@ int namespace_get(const struct namespace *ns, uint64_t ino, struct node_rec *ret
 }
 
 int namespace_lookup(const struct namespace *ns, uint64_t parent, const char *name, size_t len,
-		     struct node_rec *ret_rec)
+                     struct node_rec *ret_rec)
 {
 	const struct ns_node *dir = table_get(ns, parent);
 	if (dir == NULL)
@@ -433,7 +434,7 @@ int namespace_lookup(const struct namespace *ns, uint64_t parent, const char *na
 }
 
 int namespace_resolve(const struct namespace *ns, const char *path, size_t len,
-		      struct node_rec *ret_rec)
+                      struct node_rec *ret_rec)
 {
 	if (len == 0 || path[0] != '/' || len > NODE_PATH_MAX || memchr(path, '\0', len) != NULL)
 		return -EINVAL;
@@ -521,7 +522,8 @@ struct walk {
 static void treap_walk(const struct ns_node *t, struct walk *w)
 {
 	while (t != NULL && !w->stop) {
-		if (w->cursor != NULL && name_cmp(t->name, t->name_len, w->cursor, w->cursor_len) <= 0) {
+		if (w->cursor != NULL &&
+		    name_cmp(t->name, t->name_len, w->cursor, w->cursor_len) <= 0) {
 			t = t->right; /* everything left of and at t is before the cursor */
 			continue;
 		}
@@ -539,7 +541,7 @@ static void treap_walk(const struct ns_node *t, struct walk *w)
 }
 
 int namespace_readdir(const struct namespace *ns, uint64_t dir_ino, const char *cursor,
-		      size_t cursor_len, namespace_visit_fn fn, void *arg)
+                      size_t cursor_len, namespace_visit_fn fn, void *arg)
 {
 	const struct ns_node *dir = table_get(ns, dir_ino);
 	if (dir == NULL)
@@ -588,13 +590,13 @@ static int attach(struct namespace *ns, struct ns_node *n, char *err, size_t err
 	struct ns_node *dir = table_get(ns, n->parent);
 	if (dir == NULL)
 		return set_err(err, errlen, -ENOENT, "parent of inode %llu does not exist",
-			       (unsigned long long)n->ino);
+		               (unsigned long long)n->ino);
 	if (dir->type != NODE_DIR)
 		return set_err(err, errlen, -ENOTDIR, "parent of inode %llu is not a directory",
-			       (unsigned long long)n->ino);
+		               (unsigned long long)n->ino);
 	if (treap_find(dir->u.children, n->name, n->name_len) != NULL)
 		return set_err(err, errlen, -EEXIST, "name of inode %llu is taken in its directory",
-			       (unsigned long long)n->ino);
+		               (unsigned long long)n->ino);
 	dir->u.children = treap_insert(dir->u.children, n);
 	return 0;
 }
@@ -603,24 +605,25 @@ static int check_change(const struct ns_change *c, char *err, size_t errlen)
 {
 	if (c->rec == NULL) {
 		if (c->ino == NODE_ROOT_INO)
-			return set_err(err, errlen, -EINVAL, "the root (inode %llu) cannot be dropped",
-				       (unsigned long long)c->ino);
+			return set_err(err, errlen, -EINVAL,
+			               "the root (inode %llu) cannot be dropped",
+			               (unsigned long long)c->ino);
 		return 0;
 	}
 	if (c->rec->ino != c->ino || c->ino == 0)
 		return set_err(err, errlen, -EINVAL, "record for inode %llu names another inode",
-			       (unsigned long long)c->ino);
+		               (unsigned long long)c->ino);
 	if (c->ino == NODE_ROOT_INO && (c->rec->type != NODE_DIR || c->rec->parent != 0))
 		return set_err(err, errlen, -EINVAL, "the root (inode %llu) must stay a directory",
-			       (unsigned long long)c->ino);
+		               (unsigned long long)c->ino);
 	if (c->ino != NODE_ROOT_INO && c->rec->parent == 0)
 		return set_err(err, errlen, -EINVAL, "inode %llu has no parent",
-			       (unsigned long long)c->ino);
+		               (unsigned long long)c->ino);
 	return node_check(c->rec, err, errlen);
 }
 
 int namespace_apply(struct namespace *ns, const struct ns_change *changes, size_t n, char *err,
-		    size_t errlen)
+                    size_t errlen)
 {
 	for (size_t i = 0; i < n; i++) {
 		int r = check_change(&changes[i], err, errlen);
@@ -645,8 +648,8 @@ int namespace_apply(struct namespace *ns, const struct ns_change *changes, size_
 				continue; /* dropped twice in one step */
 			if (node->type == NODE_DIR && node->u.children != NULL)
 				return set_err(err, errlen, -ENOTEMPTY,
-					       "dropped directory %llu still has entries",
-					       (unsigned long long)c->ino);
+				               "dropped directory %llu still has entries",
+				               (unsigned long long)c->ino);
 			table_remove(ns, node);
 			node_free(ns, node);
 			continue;
@@ -656,23 +659,24 @@ int namespace_apply(struct namespace *ns, const struct ns_change *changes, size_
 			if (node == NULL || table_insert(ns, node) < 0) {
 				if (node != NULL)
 					node_free(ns, node);
-				return set_err(err, errlen, -ENOMEM, "out of memory adding inode %llu",
-					       (unsigned long long)c->ino);
+				return set_err(err, errlen, -ENOMEM,
+				               "out of memory adding inode %llu",
+				               (unsigned long long)c->ino);
 			}
 			continue;
 		}
 		if (node->type == NODE_DIR && c->rec->type != NODE_DIR && node->u.children != NULL)
 			return set_err(err, errlen, -ENOTEMPTY,
-				       "directory %llu with entries cannot change type",
-				       (unsigned long long)c->ino);
+			               "directory %llu with entries cannot change type",
+			               (unsigned long long)c->ino);
 		struct ns_node *children = node->type == NODE_DIR ? node->u.children : NULL;
 		if (node->name_len != c->rec->name_len) {
 			uintptr_t old = (uintptr_t)node;
-			struct ns_node *grown =
-				realloc(node, node_alloc_size(c->rec->name_len));
+			struct ns_node *grown = realloc(node, node_alloc_size(c->rec->name_len));
 			if (grown == NULL)
-				return set_err(err, errlen, -ENOMEM, "out of memory renaming inode %llu",
-					       (unsigned long long)c->ino);
+				return set_err(err, errlen, -ENOMEM,
+				               "out of memory renaming inode %llu",
+				               (unsigned long long)c->ino);
 			ns->heap_bytes += node_alloc_size(c->rec->name_len);
 			ns->heap_bytes -= node_alloc_size(grown->name_len);
 			if ((uintptr_t)grown != old)
@@ -681,7 +685,7 @@ int namespace_apply(struct namespace *ns, const struct ns_change *changes, size_
 		}
 		if (node_fill(ns, node, c->rec) < 0)
 			return set_err(err, errlen, -ENOMEM, "out of memory updating inode %llu",
-				       (unsigned long long)c->ino);
+			               (unsigned long long)c->ino);
 		if (node->type == NODE_DIR)
 			node->u.children = children;
 	}
@@ -755,7 +759,7 @@ int namespace_load_finish(struct namespace *ns, char *err, size_t errlen)
 	size_t reachable = 1 + count_reachable(root->u.children);
 	if (reachable != ns->count)
 		return set_err(err, errlen, -EINVAL,
-			       "%llu inodes are not reachable from the root (a cycle)",
-			       (unsigned long long)(ns->count - reachable));
+		               "%llu inodes are not reachable from the root (a cycle)",
+		               (unsigned long long)(ns->count - reachable));
 	return 0;
 }

@@ -35,12 +35,12 @@ size_t namespace_memory(const struct namespace *ns);
 
 int namespace_get(const struct namespace *ns, uint64_t ino, struct node_rec *ret_rec);
 int namespace_lookup(const struct namespace *ns, uint64_t parent, const char *name, size_t len,
-		     struct node_rec *ret_rec);
+                     struct node_rec *ret_rec);
 /* Resolves an absolute path without following symlinks. Repeated and
  * trailing slashes are accepted; "." and ".." are not. Returns 0, -ENOENT,
  * -ENOTDIR or -EINVAL. */
 int namespace_resolve(const struct namespace *ns, const char *path, size_t len,
-		      struct node_rec *ret_rec);
+                      struct node_rec *ret_rec);
 /* Writes the absolute path of ino into buf. Returns its length or -ENOENT /
  * -ENAMETOOLONG. */
 int namespace_path(const struct namespace *ns, uint64_t ino, char *buf, size_t buflen);
@@ -53,7 +53,7 @@ int namespace_is_within(const struct namespace *ns, uint64_t ino, uint64_t ances
  * Returns 0, -ENOENT or -ENOTDIR. */
 typedef int (*namespace_visit_fn)(void *arg, const struct node_rec *rec);
 int namespace_readdir(const struct namespace *ns, uint64_t dir_ino, const char *cursor,
-		      size_t cursor_len, namespace_visit_fn fn, void *arg);
+                      size_t cursor_len, namespace_visit_fn fn, void *arg);
 /* Every inode, the root included, in no particular order. */
 int namespace_foreach(const struct namespace *ns, namespace_visit_fn fn, void *arg);
 
@@ -65,7 +65,7 @@ int namespace_foreach(const struct namespace *ns, namespace_visit_fn fn, void *a
  * inconsistent and must be discarded: callers validate first (the primary)
  * or re-bootstrap (a mirror). err receives a reason. */
 int namespace_apply(struct namespace *ns, const struct ns_change *changes, size_t n, char *err,
-		    size_t errlen);
+                    size_t errlen);
 
 /* Bulk load (store start-up, snapshots): add inodes in any order, then link
  * them all and check the tree (every parent a directory, names unique, all

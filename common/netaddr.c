@@ -59,7 +59,7 @@ static char *errf(const char *fmt, const char *a, const char *b)
 }
 
 int netaddr_resolve(const char *hostport, struct sockaddr_storage *ret, socklen_t *ret_len,
-		    char **ret_err)
+                    char **ret_err)
 {
 	char host[NETADDR_HOST_MAX];
 	uint16_t port;
@@ -70,8 +70,8 @@ int netaddr_resolve(const char *hostport, struct sockaddr_storage *ret, socklen_
 	}
 	char portstr[8];
 	snprintf(portstr, sizeof(portstr), "%u", port);
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE};
+	struct addrinfo hints = {
+	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *res = NULL;
 	int r = getaddrinfo(host, portstr, &hints, &res);
 	if (r != 0 || res == NULL) {
@@ -92,7 +92,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *ctx)
+                      int salen, void *ctx)
 {
 	struct netaddr_listener *l = ctx;
 	l->cb(lev, fd, sa, salen, l->arg);
@@ -115,7 +115,7 @@ static void error_cb(struct evconnlistener *lev, void *arg)
 }
 
 struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hostport,
-					evconnlistener_cb cb, void *arg, char **ret_err)
+                                        evconnlistener_cb cb, void *arg, char **ret_err)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
@@ -127,10 +127,9 @@ struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hos
 	snprintf(l->name, sizeof(l->name), "%s", hostport);
 	l->cb = cb;
 	l->arg = arg;
-	l->lev = evconnlistener_new_bind(base, accept_cb, l,
-					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-						 LEV_OPT_CLOSE_ON_EXEC,
-					 1024, (struct sockaddr *)&ss, (int)sslen);
+	l->lev = evconnlistener_new_bind(
+	    base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    1024, (struct sockaddr *)&ss, (int)sslen);
 	if (l->lev == NULL) {
 		if (ret_err)
 			*ret_err = errf("listen on %s: %s", hostport, strerror(errno));

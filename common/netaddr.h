@@ -14,12 +14,12 @@
 int netaddr_split(const char *hostport, char *host, size_t hostlen, uint16_t *ret_port);
 /* Resolves to the first address getaddrinfo gives. */
 int netaddr_resolve(const char *hostport, struct sockaddr_storage *ret, socklen_t *ret_len,
-		    char **ret_err);
+                    char **ret_err);
 
 struct netaddr_listener;
 /* Listens on hostport; cb gets each accepted socket. ret_err is malloc'd. */
 struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hostport,
-					evconnlistener_cb cb, void *arg, char **ret_err);
+                                        evconnlistener_cb cb, void *arg, char **ret_err);
 void netaddr_listener_free(struct netaddr_listener *l);
 uint16_t netaddr_listener_port(const struct netaddr_listener *l);
 void netaddr_listener_pause(struct netaddr_listener *l);

@@ -21,10 +21,14 @@ int node_check_name(const char *name, size_t len)
 const char *node_type_name(uint8_t type)
 {
 	switch (type) {
-	case NODE_DIR: return "directory";
-	case NODE_FILE: return "file";
-	case NODE_SYMLINK: return "symlink";
-	default: return "unknown";
+	case NODE_DIR:
+		return "directory";
+	case NODE_FILE:
+		return "file";
+	case NODE_SYMLINK:
+		return "symlink";
+	default:
+		return "unknown";
 	}
 }
 
@@ -36,7 +40,8 @@ static int check_str(const msgpack_object *o, size_t min, size_t max)
 int node_check_layout(const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
 	if (len > NODE_LAYOUT_MAX) {
-		snprintf(err, errlen, "layout is %zu bytes, at most %d allowed", len, NODE_LAYOUT_MAX);
+		snprintf(err, errlen, "layout is %zu bytes, at most %d allowed", len,
+		         NODE_LAYOUT_MAX);
 		return -E2BIG;
 	}
 	msgpack_unpacked u;
@@ -53,8 +58,8 @@ int node_check_layout(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		goto out;
 	}
 	if (o->via.array.size > NODE_EXTENTS_MAX) {
-		snprintf(err, errlen, "layout has %u extents, at most %d allowed", o->via.array.size,
-			 NODE_EXTENTS_MAX);
+		snprintf(err, errlen, "layout has %u extents, at most %d allowed",
+		         o->via.array.size, NODE_EXTENTS_MAX);
 		r = -E2BIG;
 		goto out;
 	}
@@ -62,7 +67,7 @@ int node_check_layout(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		const msgpack_object *e = &o->via.array.ptr[i];
 		if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 5) {
 			snprintf(err, errlen,
-				 "layout extent %u must be [bucket, key, etag, offset, length]", i);
+			         "layout extent %u must be [bucket, key, etag, offset, length]", i);
 			r = -EINVAL;
 			goto out;
 		}
@@ -96,13 +101,13 @@ int node_check(const struct node_rec *rec, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (rec->type != NODE_DIR && rec->type != NODE_FILE && rec->type != NODE_SYMLINK) {
-		snprintf(err, errlen, "inode %llu has unknown type %u", (unsigned long long)rec->ino,
-			 rec->type);
+		snprintf(err, errlen, "inode %llu has unknown type %u",
+		         (unsigned long long)rec->ino, rec->type);
 		return -EINVAL;
 	}
 	if (rec->mode & ~07777u) {
 		snprintf(err, errlen, "inode %llu: mode %o has bits outside 07777",
-			 (unsigned long long)rec->ino, rec->mode);
+		         (unsigned long long)rec->ino, rec->mode);
 		return -EINVAL;
 	}
 	if (rec->ino == NODE_ROOT_INO) {
@@ -118,15 +123,16 @@ int node_check(const struct node_rec *rec, char *err, size_t errlen)
 	case NODE_DIR:
 		if (rec->extra_len != 0) {
 			snprintf(err, errlen, "directory %llu carries extra bytes",
-				 (unsigned long long)rec->ino);
+			         (unsigned long long)rec->ino);
 			return -EINVAL;
 		}
 		return 0;
 	case NODE_SYMLINK:
 		if (rec->extra_len == 0 || rec->extra_len > NODE_TARGET_MAX ||
 		    memchr(rec->extra, '\0', rec->extra_len) != NULL) {
-			snprintf(err, errlen, "symlink %llu: target must be 1..%d bytes without NUL",
-				 (unsigned long long)rec->ino, NODE_TARGET_MAX);
+			snprintf(err, errlen,
+			         "symlink %llu: target must be 1..%d bytes without NUL",
+			         (unsigned long long)rec->ino, NODE_TARGET_MAX);
 			return -EINVAL;
 		}
 		return 0;

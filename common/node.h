@@ -8,15 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NODE_ROOT_INO	 1
-#define NODE_NAME_MAX	 255
-#define NODE_PATH_MAX	 4096
-#define NODE_TARGET_MAX	 4096
-#define NODE_LAYOUT_MAX	 65536 /* encoded bytes of a file's layout */
-#define NODE_EXTENTS_MAX 4096
+#define NODE_ROOT_INO     1
+#define NODE_NAME_MAX     255
+#define NODE_PATH_MAX     4096
+#define NODE_TARGET_MAX   4096
+#define NODE_LAYOUT_MAX   65536 /* encoded bytes of a file's layout */
+#define NODE_EXTENTS_MAX  4096
 #define EXTENT_BUCKET_MAX 63
-#define EXTENT_KEY_MAX	 1024
-#define EXTENT_ETAG_MAX	 128
+#define EXTENT_KEY_MAX    1024
+#define EXTENT_ETAG_MAX   128
 
 enum node_type { NODE_DIR = 1, NODE_FILE = 2, NODE_SYMLINK = 3 };
 

@@ -5,31 +5,56 @@
 const char *proto_msg_name(unsigned type)
 {
 	switch (type) {
-	case MT_HELLO: return "HELLO";
-	case MT_HELLO_OK: return "HELLO_OK";
-	case MT_ERROR: return "ERROR";
-	case MT_REPLY: return "REPLY";
-	case MT_VERSION: return "VERSION";
-	case MT_LOOKUP: return "LOOKUP";
-	case MT_GETATTR: return "GETATTR";
-	case MT_RESOLVE: return "RESOLVE";
-	case MT_READDIR: return "READDIR";
-	case MT_MKDIR: return "MKDIR";
-	case MT_CREATE: return "CREATE";
-	case MT_SYMLINK: return "SYMLINK";
-	case MT_RENAME: return "RENAME";
-	case MT_UNLINK: return "UNLINK";
-	case MT_RMDIR: return "RMDIR";
-	case MT_SETATTR: return "SETATTR";
-	case MT_BATCH: return "BATCH";
-	case MT_SUBSCRIBE: return "SUBSCRIBE";
-	case MT_CHANGES: return "CHANGES";
-	case MT_HEARTBEAT: return "HEARTBEAT";
-	case MT_ACK: return "ACK";
-	case MT_SNAPSHOT_BEGIN: return "SNAPSHOT_BEGIN";
-	case MT_SNAPSHOT_CHUNK: return "SNAPSHOT_CHUNK";
-	case MT_SNAPSHOT_END: return "SNAPSHOT_END";
-	default: return "UNKNOWN";
+	case MT_HELLO:
+		return "HELLO";
+	case MT_HELLO_OK:
+		return "HELLO_OK";
+	case MT_ERROR:
+		return "ERROR";
+	case MT_REPLY:
+		return "REPLY";
+	case MT_VERSION:
+		return "VERSION";
+	case MT_LOOKUP:
+		return "LOOKUP";
+	case MT_GETATTR:
+		return "GETATTR";
+	case MT_RESOLVE:
+		return "RESOLVE";
+	case MT_READDIR:
+		return "READDIR";
+	case MT_MKDIR:
+		return "MKDIR";
+	case MT_CREATE:
+		return "CREATE";
+	case MT_SYMLINK:
+		return "SYMLINK";
+	case MT_RENAME:
+		return "RENAME";
+	case MT_UNLINK:
+		return "UNLINK";
+	case MT_RMDIR:
+		return "RMDIR";
+	case MT_SETATTR:
+		return "SETATTR";
+	case MT_BATCH:
+		return "BATCH";
+	case MT_SUBSCRIBE:
+		return "SUBSCRIBE";
+	case MT_CHANGES:
+		return "CHANGES";
+	case MT_HEARTBEAT:
+		return "HEARTBEAT";
+	case MT_ACK:
+		return "ACK";
+	case MT_SNAPSHOT_BEGIN:
+		return "SNAPSHOT_BEGIN";
+	case MT_SNAPSHOT_CHUNK:
+		return "SNAPSHOT_CHUNK";
+	case MT_SNAPSHOT_END:
+		return "SNAPSHOT_END";
+	default:
+		return "UNKNOWN";
 	}
 }
 
@@ -38,25 +63,45 @@ const char *proto_errno_name(int err)
 	if (err < 0)
 		err = -err;
 	switch (err) {
-	case ENOENT: return "ENOENT";
-	case EEXIST: return "EEXIST";
-	case ENOTDIR: return "ENOTDIR";
-	case EISDIR: return "EISDIR";
-	case ENOTEMPTY: return "ENOTEMPTY";
-	case EINVAL: return "EINVAL";
-	case E2BIG: return "E2BIG";
-	case EACCES: return "EACCES";
-	case EPERM: return "EPERM";
-	case EPROTO: return "EPROTO";
-	case EBUSY: return "EBUSY";
-	case ENAMETOOLONG: return "ENAMETOOLONG";
-	case ESTALE: return "ESTALE";
-	case EAGAIN: return "EAGAIN";
-	case ENOMEM: return "ENOMEM";
-	case ESHUTDOWN: return "ESHUTDOWN";
-	case EROFS: return "EROFS";
-	case ERANGE: return "ERANGE";
-	case ETIMEDOUT: return "ETIMEDOUT";
-	default: return "EIO";
+	case ENOENT:
+		return "ENOENT";
+	case EEXIST:
+		return "EEXIST";
+	case ENOTDIR:
+		return "ENOTDIR";
+	case EISDIR:
+		return "EISDIR";
+	case ENOTEMPTY:
+		return "ENOTEMPTY";
+	case EINVAL:
+		return "EINVAL";
+	case E2BIG:
+		return "E2BIG";
+	case EACCES:
+		return "EACCES";
+	case EPERM:
+		return "EPERM";
+	case EPROTO:
+		return "EPROTO";
+	case EBUSY:
+		return "EBUSY";
+	case ENAMETOOLONG:
+		return "ENAMETOOLONG";
+	case ESTALE:
+		return "ESTALE";
+	case EAGAIN:
+		return "EAGAIN";
+	case ENOMEM:
+		return "ENOMEM";
+	case ESHUTDOWN:
+		return "ESHUTDOWN";
+	case EROFS:
+		return "EROFS";
+	case ERANGE:
+		return "ERANGE";
+	case ETIMEDOUT:
+		return "ETIMEDOUT";
+	default:
+		return "EIO";
 	}
 }

@@ -3,42 +3,42 @@
 #ifndef MP_PROTO_H
 #define MP_PROTO_H
 
-#define PROTO_VERSION 1
-#define FRAME_HEADER_LEN 4
-#define FRAME_DEFAULT_MAX (16u << 20)
-#define MSG_MAX_DEPTH 16
+#define PROTO_VERSION         1
+#define FRAME_HEADER_LEN      4
+#define FRAME_DEFAULT_MAX     (16u << 20)
+#define MSG_MAX_DEPTH         16
 #define READDIR_DEFAULT_LIMIT 1000
-#define READDIR_MAX_LIMIT 10000
-#define BATCH_MAX_OPS 10000
+#define READDIR_MAX_LIMIT     10000
+#define BATCH_MAX_OPS         10000
 
 enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
-	MT_HELLO = 1,
-	MT_HELLO_OK = 2,
-	MT_ERROR = 3,
-	MT_REPLY = 4,
+	        MT_HELLO = 1,
+	        MT_HELLO_OK = 2,
+	        MT_ERROR = 3,
+	        MT_REPLY = 4,
 
-	MT_VERSION = 10,
-	MT_LOOKUP = 11,
-	MT_GETATTR = 12,
-	MT_RESOLVE = 13,
-	MT_READDIR = 14,
+	        MT_VERSION = 10,
+	        MT_LOOKUP = 11,
+	        MT_GETATTR = 12,
+	        MT_RESOLVE = 13,
+	        MT_READDIR = 14,
 
-	MT_MKDIR = 20,
-	MT_CREATE = 21,
-	MT_SYMLINK = 22,
-	MT_RENAME = 23,
-	MT_UNLINK = 24,
-	MT_RMDIR = 25,
-	MT_SETATTR = 26,
-	MT_BATCH = 27,
+	        MT_MKDIR = 20,
+	        MT_CREATE = 21,
+	        MT_SYMLINK = 22,
+	        MT_RENAME = 23,
+	        MT_UNLINK = 24,
+	        MT_RMDIR = 25,
+	        MT_SETATTR = 26,
+	        MT_BATCH = 27,
 
-	MT_SUBSCRIBE = 30,
-	MT_CHANGES = 31,
-	MT_HEARTBEAT = 32,
-	MT_ACK = 33,
-	MT_SNAPSHOT_BEGIN = 34,
-	MT_SNAPSHOT_CHUNK = 35,
-	MT_SNAPSHOT_END = 36,
+	        MT_SUBSCRIBE = 30,
+	        MT_CHANGES = 31,
+	        MT_HEARTBEAT = 32,
+	        MT_ACK = 33,
+	        MT_SNAPSHOT_BEGIN = 34,
+	        MT_SNAPSHOT_CHUNK = 35,
+	        MT_SNAPSHOT_END = 36,
 };
 
 enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };

@@ -29,7 +29,7 @@ struct txn {
 };
 
 static int txn_fail(struct txn *t, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int txn_fail(struct txn *t, int code, const char *fmt, ...)
 {
@@ -168,7 +168,7 @@ static int put(struct txn *t, const struct node_rec *rec)
 	r = namespace_apply(t->ns, &c, 1, why, sizeof(why));
 	if (r < 0)
 		return txn_fail(t, r == -ENOMEM ? -ENOMEM : -EIO, "namespace refused a change: %s",
-				why);
+		                why);
 	return 0;
 }
 
@@ -217,14 +217,14 @@ int txn_rollback(struct txn *t)
  * component. The root has no last component: -EEXIST-like cases are the
  * caller's; here it is reported as ret_name_len 0. */
 static int split(struct txn *t, const char *path, size_t len, struct node_rec *ret_parent,
-		 const char **ret_name, size_t *ret_name_len)
+                 const char **ret_name, size_t *ret_name_len)
 {
 	if (len == 0 || path[0] != '/')
-		return txn_fail(t, -EINVAL, "path '%.*s' is not absolute", (int)(len > 200 ? 200 : len),
-				path);
+		return txn_fail(t, -EINVAL, "path '%.*s' is not absolute",
+		                (int)(len > 200 ? 200 : len), path);
 	if (len > NODE_PATH_MAX)
 		return txn_fail(t, -E2BIG, "path is %zu bytes, at most %d allowed", len,
-				NODE_PATH_MAX);
+		                NODE_PATH_MAX);
 	if (memchr(path, '\0', len) != NULL)
 		return txn_fail(t, -EINVAL, "path contains a NUL byte");
 	size_t end = len;
@@ -240,16 +240,17 @@ static int split(struct txn *t, const char *path, size_t len, struct node_rec *r
 		return namespace_get(t->ns, NODE_ROOT_INO, ret_parent);
 	}
 	if (node_check_name(path + start, nlen) < 0)
-		return txn_fail(t, nlen > NODE_NAME_MAX ? -E2BIG : -EINVAL,
-				"bad name '%.*s' in path (names are 1..255 bytes, no '/', not . or ..)",
-				(int)(nlen > 200 ? 200 : nlen), path + start);
+		return txn_fail(
+		    t, nlen > NODE_NAME_MAX ? -E2BIG : -EINVAL,
+		    "bad name '%.*s' in path (names are 1..255 bytes, no '/', not . or ..)",
+		    (int)(nlen > 200 ? 200 : nlen), path + start);
 	int r = namespace_resolve(t->ns, path, start, ret_parent);
 	if (r == -ENOENT)
-		return txn_fail(t, r, "parent of '%.*s' does not exist", (int)(len > 200 ? 200 : len),
-				path);
+		return txn_fail(t, r, "parent of '%.*s' does not exist",
+		                (int)(len > 200 ? 200 : len), path);
 	if (r == -ENOTDIR || (r == 0 && ret_parent->type != NODE_DIR))
 		return txn_fail(t, -ENOTDIR, "parent of '%.*s' is not a directory",
-				(int)(len > 200 ? 200 : len), path);
+		                (int)(len > 200 ? 200 : len), path);
 	if (r < 0)
 		return txn_fail(t, r, "bad path '%.*s'", (int)(len > 200 ? 200 : len), path);
 	*ret_name = path + start;
@@ -261,7 +262,7 @@ static int resolve(struct txn *t, const char *path, size_t len, struct node_rec 
 {
 	if (len > NODE_PATH_MAX)
 		return txn_fail(t, -E2BIG, "path is %zu bytes, at most %d allowed", len,
-				NODE_PATH_MAX);
+		                NODE_PATH_MAX);
 	int r = namespace_resolve(t->ns, path, len, ret);
 	int shown = (int)(len > 200 ? 200 : len);
 	switch (r) {
@@ -273,7 +274,7 @@ static int resolve(struct txn *t, const char *path, size_t len, struct node_rec 
 		return txn_fail(t, r, "a component of '%.*s' is not a directory", shown, path);
 	default:
 		return txn_fail(t, -EINVAL, "bad path '%.*s' (absolute, names without . or ..)",
-				shown, path);
+		                shown, path);
 	}
 }
 
@@ -316,20 +317,20 @@ static int check_mode(struct txn *t, const struct txn_attr *a)
 }
 
 static int make_node(struct txn *t, uint64_t parent, const char *name, size_t nlen, uint8_t type,
-		     uint32_t mode, const struct txn_attr *a, const uint8_t *extra,
-		     size_t extra_len, uint64_t *ret_ino)
+                     uint32_t mode, const struct txn_attr *a, const uint8_t *extra,
+                     size_t extra_len, uint64_t *ret_ino)
 {
 	struct node_rec rec = {
-		.ino = new_ino(t),
-		.parent = parent,
-		.type = type,
-		.mode = mode,
-		.mtime = t->now,
-		.ctime = t->now,
-		.name = name,
-		.name_len = (uint8_t)nlen,
-		.extra = extra,
-		.extra_len = (uint32_t)extra_len,
+	    .ino = new_ino(t),
+	    .parent = parent,
+	    .type = type,
+	    .mode = mode,
+	    .mtime = t->now,
+	    .ctime = t->now,
+	    .name = name,
+	    .name_len = (uint8_t)nlen,
+	    .extra = extra,
+	    .extra_len = (uint32_t)extra_len,
 	};
 	apply_attrs(&rec, a);
 	if (type == NODE_FILE && a != NULL && (a->mask & ATTR_SIZE))
@@ -348,7 +349,7 @@ static int make_node(struct txn *t, uint64_t parent, const char *name, size_t nl
 }
 
 int txn_mkdir(struct txn *t, const char *path, size_t len, const struct txn_attr *a, bool parents,
-	      uint64_t *ret_ino)
+              uint64_t *ret_ino)
 {
 	int r = check_mode(t, a);
 	if (r < 0)
@@ -364,16 +365,16 @@ int txn_mkdir(struct txn *t, const char *path, size_t len, const struct txn_attr
 			return txn_fail(t, -EEXIST, "'/' already exists");
 		if (namespace_lookup(t->ns, parent.ino, name, nlen, &existing) == 0)
 			return txn_fail(t, -EEXIST, "'%.*s' already exists",
-					(int)(len > 200 ? 200 : len), path);
+			                (int)(len > 200 ? 200 : len), path);
 		return make_node(t, parent.ino, name, nlen, NODE_DIR, 0755, a, NULL, 0, ret_ino);
 	}
 	/* mkdir -p: walk the components, making the missing ones. */
 	if (len == 0 || path[0] != '/')
 		return txn_fail(t, -EINVAL, "path '%.*s' is not absolute",
-				(int)(len > 200 ? 200 : len), path);
+		                (int)(len > 200 ? 200 : len), path);
 	if (len > NODE_PATH_MAX)
 		return txn_fail(t, -E2BIG, "path is %zu bytes, at most %d allowed", len,
-				NODE_PATH_MAX);
+		                NODE_PATH_MAX);
 	uint64_t cur = NODE_ROOT_INO;
 	size_t i = 0;
 	while (i < len) {
@@ -387,13 +388,13 @@ int txn_mkdir(struct txn *t, const char *path, size_t len, const struct txn_attr
 		size_t nlen = i - start;
 		if (node_check_name(path + start, nlen) < 0)
 			return txn_fail(t, nlen > NODE_NAME_MAX ? -E2BIG : -EINVAL,
-					"bad name '%.*s' in path",
-					(int)(nlen > 200 ? 200 : nlen), path + start);
+			                "bad name '%.*s' in path", (int)(nlen > 200 ? 200 : nlen),
+			                path + start);
 		struct node_rec existing;
 		if (namespace_lookup(t->ns, cur, path + start, nlen, &existing) == 0) {
 			if (existing.type != NODE_DIR)
 				return txn_fail(t, -ENOTDIR, "'%.*s' is not a directory", (int)i,
-						path);
+				                path);
 			cur = existing.ino;
 			continue;
 		}
@@ -407,7 +408,7 @@ int txn_mkdir(struct txn *t, const char *path, size_t len, const struct txn_attr
 }
 
 int txn_create(struct txn *t, const char *path, size_t len, const struct txn_attr *a,
-	       const uint8_t *layout, size_t layout_len, uint64_t *ret_ino)
+               const uint8_t *layout, size_t layout_len, uint64_t *ret_ino)
 {
 	int r = check_mode(t, a);
 	if (r < 0)
@@ -428,13 +429,13 @@ int txn_create(struct txn *t, const char *path, size_t len, const struct txn_att
 		return txn_fail(t, -EISDIR, "'/' is a directory");
 	if (namespace_lookup(t->ns, parent.ino, name, nlen, &existing) < 0)
 		return make_node(t, parent.ino, name, nlen, NODE_FILE, 0644, a, layout, layout_len,
-				 ret_ino);
+		                 ret_ino);
 	if (existing.type == NODE_DIR)
 		return txn_fail(t, -EISDIR, "'%.*s' is a directory", (int)(len > 200 ? 200 : len),
-				path);
+		                path);
 	if (existing.type != NODE_FILE)
 		return txn_fail(t, -EEXIST, "'%.*s' exists and is a %s",
-				(int)(len > 200 ? 200 : len), path, node_type_name(existing.type));
+		                (int)(len > 200 ? 200 : len), path, node_type_name(existing.type));
 	/* Replace: same inode, new layout (the old objects stay immutable). */
 	struct node_rec rec = existing;
 	rec.extra = layout;
@@ -451,13 +452,13 @@ int txn_create(struct txn *t, const char *path, size_t len, const struct txn_att
 	return r;
 }
 
-int txn_symlink(struct txn *t, const char *path, size_t len, const char *target,
-		size_t target_len, const struct txn_attr *a, uint64_t *ret_ino)
+int txn_symlink(struct txn *t, const char *path, size_t len, const char *target, size_t target_len,
+                const struct txn_attr *a, uint64_t *ret_ino)
 {
 	if (target_len == 0 || target_len > NODE_TARGET_MAX ||
 	    memchr(target, '\0', target_len) != NULL)
 		return txn_fail(t, target_len > NODE_TARGET_MAX ? -E2BIG : -EINVAL,
-				"symlink target must be 1..%d bytes without NUL", NODE_TARGET_MAX);
+		                "symlink target must be 1..%d bytes without NUL", NODE_TARGET_MAX);
 	struct node_rec parent, existing;
 	const char *name;
 	size_t nlen;
@@ -466,15 +467,15 @@ int txn_symlink(struct txn *t, const char *path, size_t len, const char *target,
 		return r;
 	if (nlen == 0 || namespace_lookup(t->ns, parent.ino, name, nlen, &existing) == 0)
 		return txn_fail(t, -EEXIST, "'%.*s' already exists", (int)(len > 200 ? 200 : len),
-				path);
+		                path);
 	struct txn_attr sa = a != NULL ? *a : (struct txn_attr){0};
 	sa.mask &= ~(unsigned)ATTR_MODE; /* symlinks are always 0777 */
 	return make_node(t, parent.ino, name, nlen, NODE_SYMLINK, 0777, &sa,
-			 (const uint8_t *)target, target_len, ret_ino);
+	                 (const uint8_t *)target, target_len, ret_ino);
 }
 
 int txn_rename(struct txn *t, const char *from, size_t from_len, const char *to, size_t to_len,
-	       uint64_t *ret_ino)
+               uint64_t *ret_ino)
 {
 	struct node_rec src, dst_parent, dst;
 	const char *name;
@@ -491,7 +492,7 @@ int txn_rename(struct txn *t, const char *from, size_t from_len, const char *to,
 		return txn_fail(t, -EBUSY, "nothing can be renamed onto the root");
 	if (src.type == NODE_DIR && namespace_is_within(t->ns, dst_parent.ino, src.ino))
 		return txn_fail(t, -EINVAL, "cannot move '%.*s' into its own subtree",
-				(int)(from_len > 200 ? 200 : from_len), from);
+		                (int)(from_len > 200 ? 200 : from_len), from);
 	uint64_t old_parent = src.parent;
 	if (namespace_lookup(t->ns, dst_parent.ino, name, nlen, &dst) == 0) {
 		if (dst.ino == src.ino) {
@@ -539,7 +540,7 @@ int txn_unlink(struct txn *t, const char *path, size_t len)
 		return r;
 	if (rec.type == NODE_DIR)
 		return txn_fail(t, -EISDIR, "'%.*s' is a directory (use rmdir)",
-				(int)(len > 200 ? 200 : len), path);
+		                (int)(len > 200 ? 200 : len), path);
 	uint64_t parent = rec.parent;
 	r = drop(t, rec.ino);
 	return r < 0 ? r : touch_dir_times(t, parent);
@@ -564,7 +565,7 @@ int txn_rmdir(struct txn *t, const char *path, size_t len)
 }
 
 int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_attr *a,
-		uint64_t *ret_ino)
+                uint64_t *ret_ino)
 {
 	int r = check_mode(t, a);
 	if (r < 0)
@@ -576,7 +577,7 @@ int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_at
 	if (a != NULL && (a->mask & ATTR_SIZE)) {
 		if (rec.type != NODE_FILE)
 			return txn_fail(t, rec.type == NODE_DIR ? -EISDIR : -EINVAL,
-					"size can only be set on a file");
+			                "size can only be set on a file");
 		rec.size = a->size;
 	}
 	if (a != NULL && (a->mask & ATTR_MODE) && rec.type == NODE_SYMLINK)

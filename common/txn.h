@@ -41,18 +41,18 @@ void txn_free(struct txn *t);
 /* Each returns 0 or a negative errno with a message in txn_error(); on
  * success *ret_ino (where given) is the inode the operation produced. */
 int txn_mkdir(struct txn *t, const char *path, size_t len, const struct txn_attr *a, bool parents,
-	      uint64_t *ret_ino);
+              uint64_t *ret_ino);
 /* Creates a file or replaces an existing file's attributes and layout. */
 int txn_create(struct txn *t, const char *path, size_t len, const struct txn_attr *a,
-	       const uint8_t *layout, size_t layout_len, uint64_t *ret_ino);
-int txn_symlink(struct txn *t, const char *path, size_t len, const char *target,
-		size_t target_len, const struct txn_attr *a, uint64_t *ret_ino);
+               const uint8_t *layout, size_t layout_len, uint64_t *ret_ino);
+int txn_symlink(struct txn *t, const char *path, size_t len, const char *target, size_t target_len,
+                const struct txn_attr *a, uint64_t *ret_ino);
 int txn_rename(struct txn *t, const char *from, size_t from_len, const char *to, size_t to_len,
-	       uint64_t *ret_ino);
+               uint64_t *ret_ino);
 int txn_unlink(struct txn *t, const char *path, size_t len);
 int txn_rmdir(struct txn *t, const char *path, size_t len);
 int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_attr *a,
-		uint64_t *ret_ino);
+                uint64_t *ret_ino);
 
 const char *txn_error(const struct txn *t);
 

@@ -8,8 +8,8 @@
 
 struct changelog {
 	struct changelog_entry *ring;
-	size_t cap;   /* entries the ring can hold */
-	size_t head;  /* index of the oldest entry */
+	size_t cap;  /* entries the ring can hold */
+	size_t head; /* index of the oldest entry */
 	size_t count;
 	size_t bytes; /* record bytes held */
 	size_t max_bytes;

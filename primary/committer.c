@@ -144,10 +144,11 @@ static void *store_thread(void *arg)
 				/* Nothing was acknowledged: keep the batch and
 				 * retry, so a store outage costs latency and
 				 * loses nothing. */
-				log_error("commit of versions %llu..%llu failed (%s); retrying in %d ms",
-					  (unsigned long long)b->versions[0].version,
-					  (unsigned long long)b->sb.version, store_error(cm->writer),
-					  delay_ms);
+				log_error(
+				    "commit of versions %llu..%llu failed (%s); retrying in %d ms",
+				    (unsigned long long)b->versions[0].version,
+				    (unsigned long long)b->sb.version, store_error(cm->writer),
+				    delay_ms);
 				pthread_mutex_lock(&cm->lock);
 				cm->failing = true;
 				if (!cm->stop) {
@@ -179,7 +180,7 @@ static void *store_thread(void *arg)
 		int r = store_trim_log(cm->writer, below);
 		if (r < 0)
 			log_warn("trimming the change log below version %llu failed: %s",
-				 (unsigned long long)below, store_error(cm->writer));
+			         (unsigned long long)below, store_error(cm->writer));
 		pthread_mutex_lock(&cm->lock);
 		if (r == 0) {
 			cm->trim_done = below;
@@ -232,10 +233,10 @@ static void finish_batch(struct committer *cm)
 	uint64_t first = b->versions[0].version;
 	for (size_t i = 0; i < b->nversions; i++) {
 		struct changelog_entry e = {
-			.version = b->versions[i].version,
-			.time = b->versions[i].time,
-			.record = (uint8_t *)b->versions[i].record,
-			.record_len = b->versions[i].record_len,
+		    .version = b->versions[i].version,
+		    .time = b->versions[i].time,
+		    .record = (uint8_t *)b->versions[i].record,
+		    .record_len = b->versions[i].record_len,
 		};
 		memcpy(e.digest, b->versions[i].digest, DIGEST_LEN);
 		changelog_append(p->log, &e);
@@ -330,8 +331,7 @@ bool committer_store_failing(const struct committer *cm)
 	return f;
 }
 
-void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, void *arg),
-			 void *arg)
+void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, void *arg), void *arg)
 {
 	if (cm->inflight == NULL) {
 		fn(cm->p, arg);
@@ -394,7 +394,7 @@ static void error_reply(struct primary *p, struct request *r, int err, const cha
 }
 
 static void success_reply(struct primary *p, struct request *r, uint64_t version, uint64_t ino,
-			  const uint64_t *inos, size_t ninos)
+                          const uint64_t *inos, size_t ninos)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -419,7 +419,7 @@ static void success_reply(struct primary *p, struct request *r, uint64_t version
 
 /* Encodes the change record of one committed transaction. */
 static int encode_record(struct primary *p, struct txn *t, uint64_t version, int64_t now,
-			 const uint8_t digest[DIGEST_LEN], msgpack_sbuffer *sb)
+                         const uint8_t digest[DIGEST_LEN], msgpack_sbuffer *sb)
 {
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -462,7 +462,7 @@ static int run_request(struct committer *cm, struct batch *b, struct request *r,
 	uint64_t ino = 0, *inos = NULL;
 	size_t ninos = 0;
 	int rc = rpc_execute_write(p, t, r->c, r->type, r->frame.body, &ino, &inos, &ninos, err,
-				   sizeof(err));
+	                           sizeof(err));
 	if (rc < 0) {
 		if (txn_rollback(t) < 0)
 			fatal("broken invariant: %s", txn_error(t));

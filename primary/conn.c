@@ -20,7 +20,7 @@
 
 /* Output above this stops reading from a client until it drains: a client
  * that never reads its replies cannot make the primary buffer without end. */
-#define CONN_OUTPUT_HIGH (8u << 20)
+#define CONN_OUTPUT_HIGH         (8u << 20)
 #define CONN_FRAMES_PER_CALLBACK 256
 
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -33,7 +33,7 @@ void conn_accept(struct primary *p, evutil_socket_t fd)
 		char peer[64];
 		netaddr_peer_name(fd, peer, sizeof(peer));
 		log_warn("refusing connection from %s: %s", peer,
-			 p->draining ? "shutting down" : "connection limit reached");
+		         p->draining ? "shutting down" : "connection limit reached");
 		evutil_closesocket(fd);
 		return;
 	}
@@ -59,7 +59,7 @@ void conn_accept(struct primary *p, evutil_socket_t fd)
 	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	struct timeval idle = {(time_t)(p->cfg.idle_timeout_ms / 1000),
-			       (suseconds_t)(p->cfg.idle_timeout_ms % 1000) * 1000};
+	                       (suseconds_t)(p->cfg.idle_timeout_ms % 1000) * 1000};
 	bufferevent_set_timeouts(c->bev, &idle, NULL);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&p->conns, c, entry);
@@ -114,7 +114,8 @@ void conn_send(struct conn *c, const void *data, size_t len)
 	if (c->bev == NULL)
 		return;
 	bufferevent_write(c->bev, data, len);
-	if (!c->reading_paused && c->role != CONN_SUBSCRIBER && conn_output_len(c) > CONN_OUTPUT_HIGH) {
+	if (!c->reading_paused && c->role != CONN_SUBSCRIBER &&
+	    conn_output_len(c) > CONN_OUTPUT_HIGH) {
 		c->reading_paused = true;
 		bufferevent_disable(c->bev, EV_READ);
 		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_HIGH / 4, 0);
@@ -183,7 +184,7 @@ bool conn_may_read_ino(const struct conn *c, uint64_t ino)
 }
 
 struct request *request_new(struct conn *c, const struct frame *f, const uint8_t *payload,
-			    size_t len)
+                            size_t len)
 {
 	struct request *r = calloc(1, sizeof(*r));
 	if (r == NULL)
@@ -229,14 +230,14 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	}
 	if (proto != PROTO_VERSION) {
 		conn_send_error(c, f->id, -EPROTO,
-				"protocol version %llu is not supported; this primary speaks %d",
-				(unsigned long long)proto, PROTO_VERSION);
+		                "protocol version %llu is not supported; this primary speaks %d",
+		                (unsigned long long)proto, PROTO_VERSION);
 		return;
 	}
 	const char *cid;
 	size_t cidlen;
 	int r = msg_get_bytes(f->body, "cluster_id", false, 0, STORE_CLUSTER_ID_MAX, &cid, &cidlen,
-			      err, sizeof(err));
+	                      err, sizeof(err));
 	if (r < 0) {
 		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
 		return;
@@ -244,8 +245,8 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	if (r == 0 && cidlen > 0 &&
 	    (cidlen != strlen(p->cluster_id) || memcmp(cid, p->cluster_id, cidlen) != 0)) {
 		conn_send_error(c, f->id, -EPERM,
-				"cluster id '%.*s' does not match this primary's '%s'", (int)cidlen,
-				cid, p->cluster_id);
+		                "cluster id '%.*s' does not match this primary's '%s'", (int)cidlen,
+		                cid, p->cluster_id);
 		return;
 	}
 	const char *tok = NULL;
@@ -259,12 +260,13 @@ static void handle_hello(struct conn *c, const struct frame *f)
 		c->open_access = true;
 	} else {
 		if (tok == NULL) {
-			conn_send_error(c, f->id, -EACCES, "a token is required (HELLO without token)");
+			conn_send_error(c, f->id, -EACCES,
+			                "a token is required (HELLO without token)");
 			return;
 		}
 		struct token_claims claims;
-		if (token_verify(p->secret, p->secret_len, tok, toklen, primary_now_ns() / 1000000000,
-				 &claims, err, sizeof(err)) < 0) {
+		if (token_verify(p->secret, p->secret_len, tok, toklen,
+		                 primary_now_ns() / 1000000000, &claims, err, sizeof(err)) < 0) {
 			log_info("%s: token refused: %s", c->peer, err);
 			conn_send_error(c, f->id, -EACCES, "token refused: %s", err);
 			return;
@@ -303,7 +305,7 @@ static void dispatch(struct conn *c, const struct frame *f, const uint8_t *paylo
 	}
 	if (!c->authed) {
 		conn_send_error(c, f->id, -EPROTO, "%s before HELLO: send HELLO first",
-				proto_msg_name(f->type));
+		                proto_msg_name(f->type));
 		return;
 	}
 	if (f->type == MT_SUBSCRIBE) {
@@ -316,7 +318,7 @@ static void dispatch(struct conn *c, const struct frame *f, const uint8_t *paylo
 	}
 	if (c->role == CONN_SUBSCRIBER) {
 		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
-				proto_msg_name(f->type));
+		                proto_msg_name(f->type));
 		return;
 	}
 	if (rpc_is_read(f->type)) {
@@ -370,11 +372,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
 			break;
 		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-			       (uint32_t)hdr[2] << 8 | hdr[3];
+		               (uint32_t)hdr[2] << 8 | hdr[3];
 		if (len > p->cfg.max_frame_bytes) {
 			char why[128];
-			snprintf(why, sizeof(why), "frame of %u bytes exceeds the limit of %llu", len,
-				 (unsigned long long)p->cfg.max_frame_bytes);
+			snprintf(why, sizeof(why), "frame of %u bytes exceeds the limit of %llu",
+			         len, (unsigned long long)p->cfg.max_frame_bytes);
 			metric_add(p->m_frames_rejected, 1);
 			conn_send_error(c, 0, -E2BIG, "%s", why);
 			bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
@@ -406,9 +408,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		uint8_t hdr[FRAME_HEADER_LEN];
 		evbuffer_copyout(in, hdr, sizeof(hdr));
 		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-			       (uint32_t)hdr[2] << 8 | hdr[3];
+		               (uint32_t)hdr[2] << 8 | hdr[3];
 		if (evbuffer_get_length(in) >= FRAME_HEADER_LEN + (size_t)len)
-			bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+			bufferevent_trigger(bev, EV_READ,
+			                    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 	}
 	conn_unref(c);
 }
@@ -420,7 +423,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
 		c->reading_paused = false;
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		bufferevent_enable(bev, EV_READ);
-		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+		bufferevent_trigger(bev, EV_READ,
+		                    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 	}
 	if (c->sub != NULL)
 		stream_pump(c->p, c);
@@ -439,7 +443,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		snprintf(why, sizeof(why), "idle for %llu ms",
-			 (unsigned long long)c->p->cfg.idle_timeout_ms);
+		         (unsigned long long)c->p->cfg.idle_timeout_ms);
 		conn_close(c, why);
 		return;
 	}

@@ -20,43 +20,43 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 
 #define OPT(field) offsetof(struct primary_config, field)
 const struct config_option primary_config_table[] = {
-	{"cluster_id", CONFIG_STRING, OPT(cluster_id), 0, 0, NULL,
-	 "Cluster id the store must carry (empty: take the store's, or make one)", NULL},
-	{"data_dir", CONFIG_PATH, OPT(data_dir), 0, 0, "var/primary",
-	 "Directory of the embedded SQLite store", NULL},
-	{"store", CONFIG_STRING, OPT(store), 0, 0, NULL,
-	 "sqlite:PATH or postgres://... (default: sqlite:DATA_DIR/meta.db)", NULL},
-	{"listen", CONFIG_HOSTPORT, OPT(listen), 0, 0, "127.0.0.1:7100",
-	 "Address for clients and mirrors", NULL},
-	{"admin", CONFIG_HOSTPORT, OPT(admin), 0, 0, "127.0.0.1:7180",
-	 "Admin HTTP address (/healthz, /status, /metrics)", NULL},
-	{"secret_file", CONFIG_PATH, OPT(secret_file), 0, 0, NULL,
-	 "Cluster secret for tokens; unset allows everything", NULL},
-	{"tls.cert", CONFIG_PATH, OPT(tls_cert), 0, 0, NULL, "Server certificate (PEM)", NULL},
-	{"tls.key", CONFIG_PATH, OPT(tls_key), 0, 0, NULL, "Server private key (PEM)", NULL},
-	{"tls.client_ca", CONFIG_PATH, OPT(tls_client_ca), 0, 0, NULL,
-	 "CA that signs client and site certificates", NULL},
-	{"tls.verify_clients", CONFIG_BOOL, OPT(tls_verify_clients), 0, 0, "false",
-	 "Require client certificates (mutual TLS between sites)", NULL},
-	{"max_frame_bytes", CONFIG_SIZE, OPT(max_frame_bytes), 4096, 1ull << 30, "16MiB",
-	 "Largest frame accepted", NULL},
-	{"heartbeat_interval", CONFIG_DURATION, OPT(heartbeat_interval_ms), 10, 60000, "1s",
-	 "Heartbeat to idle subscribers", NULL},
-	{"idle_timeout", CONFIG_DURATION, OPT(idle_timeout_ms), 1000, 86400000, "300s",
-	 "Close client connections silent for this long", NULL},
-	{"log_retention.max_versions", CONFIG_UINT, OPT(retention_max_versions), 1, 0, "1000000",
-	 "Keep at least this many versions in the change log", NULL},
-	{"log_retention.max_age", CONFIG_DURATION, OPT(retention_max_age_ms), 0, 0, "24h",
-	 "Keep versions at least this long", NULL},
-	{"log_retention.hard_cap", CONFIG_UINT, OPT(retention_hard_cap), 1, 0, "20000000",
-	 "Never keep more versions than this, even for a lagging mirror", NULL},
-	{"commit.max_batch_writes", CONFIG_UINT, OPT(max_batch_writes), 1, 100000, "4096",
-	 "Writes per group commit", NULL},
-	{"max_connections", CONFIG_UINT, OPT(max_connections), 1, 1000000, "10000",
-	 "Open connections at most", NULL},
-	{"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
-	 log_levels},
-	{NULL, 0, 0, 0, 0, NULL, NULL, NULL},
+    {"cluster_id", CONFIG_STRING, OPT(cluster_id), 0, 0, NULL,
+     "Cluster id the store must carry (empty: take the store's, or make one)", NULL},
+    {"data_dir", CONFIG_PATH, OPT(data_dir), 0, 0, "var/primary",
+     "Directory of the embedded SQLite store", NULL},
+    {"store", CONFIG_STRING, OPT(store), 0, 0, NULL,
+     "sqlite:PATH or postgres://... (default: sqlite:DATA_DIR/meta.db)", NULL},
+    {"listen", CONFIG_HOSTPORT, OPT(listen), 0, 0, "127.0.0.1:7100",
+     "Address for clients and mirrors", NULL},
+    {"admin", CONFIG_HOSTPORT, OPT(admin), 0, 0, "127.0.0.1:7180",
+     "Admin HTTP address (/healthz, /status, /metrics)", NULL},
+    {"secret_file", CONFIG_PATH, OPT(secret_file), 0, 0, NULL,
+     "Cluster secret for tokens; unset allows everything", NULL},
+    {"tls.cert", CONFIG_PATH, OPT(tls_cert), 0, 0, NULL, "Server certificate (PEM)", NULL},
+    {"tls.key", CONFIG_PATH, OPT(tls_key), 0, 0, NULL, "Server private key (PEM)", NULL},
+    {"tls.client_ca", CONFIG_PATH, OPT(tls_client_ca), 0, 0, NULL,
+     "CA that signs client and site certificates", NULL},
+    {"tls.verify_clients", CONFIG_BOOL, OPT(tls_verify_clients), 0, 0, "false",
+     "Require client certificates (mutual TLS between sites)", NULL},
+    {"max_frame_bytes", CONFIG_SIZE, OPT(max_frame_bytes), 4096, 1ull << 30, "16MiB",
+     "Largest frame accepted", NULL},
+    {"heartbeat_interval", CONFIG_DURATION, OPT(heartbeat_interval_ms), 10, 60000, "1s",
+     "Heartbeat to idle subscribers", NULL},
+    {"idle_timeout", CONFIG_DURATION, OPT(idle_timeout_ms), 1000, 86400000, "300s",
+     "Close client connections silent for this long", NULL},
+    {"log_retention.max_versions", CONFIG_UINT, OPT(retention_max_versions), 1, 0, "1000000",
+     "Keep at least this many versions in the change log", NULL},
+    {"log_retention.max_age", CONFIG_DURATION, OPT(retention_max_age_ms), 0, 0, "24h",
+     "Keep versions at least this long", NULL},
+    {"log_retention.hard_cap", CONFIG_UINT, OPT(retention_hard_cap), 1, 0, "20000000",
+     "Never keep more versions than this, even for a lagging mirror", NULL},
+    {"commit.max_batch_writes", CONFIG_UINT, OPT(max_batch_writes), 1, 100000, "4096",
+     "Writes per group commit", NULL},
+    {"max_connections", CONFIG_UINT, OPT(max_connections), 1, 1000000, "10000",
+     "Open connections at most", NULL},
+    {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
+     log_levels},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL},
 };
 
 /* Command-line overrides, kept so a reload applies them again. */
@@ -70,21 +70,20 @@ static int check_config(const struct primary_config *cfg, char **ret_err)
 {
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
 		return asprintf(ret_err, "tls.cert and tls.key go together") < 0 ? -ENOMEM
-										 : -EINVAL;
+		                                                                 : -EINVAL;
 	if (cfg->tls_verify_clients && cfg->tls_client_ca == NULL)
 		return asprintf(ret_err, "tls.verify_clients needs tls.client_ca") < 0 ? -ENOMEM
-											 : -EINVAL;
+		                                                                       : -EINVAL;
 	if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL)
-		return asprintf(ret_err, "tls.client_ca needs tls.cert and tls.key") < 0
-			       ? -ENOMEM
-			       : -EINVAL;
+		return asprintf(ret_err, "tls.client_ca needs tls.cert and tls.key") < 0 ? -ENOMEM
+		                                                                         : -EINVAL;
 	if (cfg->store != NULL && cfg->store[0] != '\0' && strncmp(cfg->store, "sqlite:", 7) != 0 &&
 	    strncmp(cfg->store, "postgres://", 11) != 0 &&
 	    strncmp(cfg->store, "postgresql://", 13) != 0)
 		return asprintf(ret_err, "store '%s': expected sqlite:PATH or postgres://...",
-				cfg->store) < 0
-			       ? -ENOMEM
-			       : -EINVAL;
+		                cfg->store) < 0
+		           ? -ENOMEM
+		           : -EINVAL;
 	return 0;
 }
 
@@ -98,7 +97,8 @@ int primary_load_config(const char *path, struct primary_config *cfg, char **ret
 		r = config_load_file(primary_config_table, &c, path, ret_err);
 	for (int i = 0; r == 0 && i < noverrides; i++) {
 		char *err = NULL;
-		r = config_set(primary_config_table, &c, overrides[i].name, overrides[i].value, &err);
+		r = config_set(primary_config_table, &c, overrides[i].name, overrides[i].value,
+		               &err);
 		if (r < 0) {
 			if (asprintf(ret_err, "--%s: %s", overrides[i].name, err) < 0)
 				*ret_err = NULL;
@@ -118,35 +118,35 @@ int primary_load_config(const char *path, struct primary_config *cfg, char **ret
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: mp-primary [-c FILE] [-n] [--data-dir DIR] [--store URL]\n"
-		"                  [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]\n"
-		"       mp-primary token create --site NAME [-c FILE | --secret-file F]\n"
-		"       mp-primary token create --client NAME [--subtree /PATH]\n"
-		"                  [--read-only | --read-write] [--expires DURATION]\n"
-		"                  [-c FILE | --secret-file F]\n"
-		"       mp-primary --print-config [-c FILE]\n"
-		"\n"
-		"  -c, --config FILE    YAML configuration\n"
-		"  -n, --check          check the configuration and exit\n"
-		"      --data-dir DIR   directory of the embedded store (default var/primary)\n"
-		"      --store URL      sqlite:PATH or postgres://...\n"
-		"      --listen H:P     client and mirror address (default 127.0.0.1:7100)\n"
-		"      --admin H:P      admin HTTP address (default 127.0.0.1:7180)\n");
+	        "usage: mp-primary [-c FILE] [-n] [--data-dir DIR] [--store URL]\n"
+	        "                  [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]\n"
+	        "       mp-primary token create --site NAME [-c FILE | --secret-file F]\n"
+	        "       mp-primary token create --client NAME [--subtree /PATH]\n"
+	        "                  [--read-only | --read-write] [--expires DURATION]\n"
+	        "                  [-c FILE | --secret-file F]\n"
+	        "       mp-primary --print-config [-c FILE]\n"
+	        "\n"
+	        "  -c, --config FILE    YAML configuration\n"
+	        "  -n, --check          check the configuration and exit\n"
+	        "      --data-dir DIR   directory of the embedded store (default var/primary)\n"
+	        "      --store URL      sqlite:PATH or postgres://...\n"
+	        "      --listen H:P     client and mirror address (default 127.0.0.1:7100)\n"
+	        "      --admin H:P      admin HTTP address (default 127.0.0.1:7180)\n");
 }
 
 static int token_command(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"site", required_argument, NULL, 's'},
-		{"client", required_argument, NULL, 'C'},
-		{"subtree", required_argument, NULL, 't'},
-		{"read-only", no_argument, NULL, 'r'},
-		{"read-write", no_argument, NULL, 'w'},
-		{"expires", required_argument, NULL, 'e'},
-		{"config", required_argument, NULL, 'c'},
-		{"secret-file", required_argument, NULL, 'S'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"site", required_argument, NULL, 's'},
+	    {"client", required_argument, NULL, 'C'},
+	    {"subtree", required_argument, NULL, 't'},
+	    {"read-only", no_argument, NULL, 'r'},
+	    {"read-write", no_argument, NULL, 'w'},
+	    {"expires", required_argument, NULL, 'e'},
+	    {"config", required_argument, NULL, 'c'},
+	    {"secret-file", required_argument, NULL, 'S'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	if (argc < 2 || strcmp(argv[1], "create") != 0) {
 		fprintf(stderr, "mp-primary token: expected 'token create'\n");
@@ -164,7 +164,8 @@ static int token_command(int argc, char **argv)
 		case 's':
 		case 'C':
 			if (claims.kind != 0) {
-				fprintf(stderr, "mp-primary token: give one of --site or --client\n");
+				fprintf(stderr,
+				        "mp-primary token: give one of --site or --client\n");
 				return 2;
 			}
 			claims.kind = opt == 's' ? TOKEN_SITE : TOKEN_CLIENT;
@@ -172,9 +173,10 @@ static int token_command(int argc, char **argv)
 			break;
 		case 't':
 			if (!token_path_valid(optarg, strlen(optarg))) {
-				fprintf(stderr, "mp-primary token: --subtree '%s' is not an absolute "
-						"path\n",
-					optarg);
+				fprintf(stderr,
+				        "mp-primary token: --subtree '%s' is not an absolute "
+				        "path\n",
+				        optarg);
 				return 2;
 			}
 			snprintf(claims.subtree, sizeof(claims.subtree), "%s", optarg);
@@ -187,9 +189,10 @@ static int token_command(int argc, char **argv)
 			break;
 		case 'e':
 			if (config_parse_duration(optarg, &expires_ms) < 0 || expires_ms == 0) {
-				fprintf(stderr, "mp-primary token: --expires '%s': expected a duration "
-						"like 30d, 12h or 90m\n",
-					optarg);
+				fprintf(stderr,
+				        "mp-primary token: --expires '%s': expected a duration "
+				        "like 30d, 12h or 90m\n",
+				        optarg);
 				return 2;
 			}
 			break;
@@ -207,9 +210,10 @@ static int token_command(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (claims.kind == 0 || name == NULL || strlen(name) == 0 || strlen(name) > TOKEN_NAME_MAX) {
+	if (claims.kind == 0 || name == NULL || strlen(name) == 0 ||
+	    strlen(name) > TOKEN_NAME_MAX) {
 		fprintf(stderr, "mp-primary token: --site NAME or --client NAME is required (1..64 "
-				"characters)\n");
+		                "characters)\n");
 		return 2;
 	}
 	if (claims.kind == TOKEN_SITE && (rw != -1 || strcmp(claims.subtree, "/") != 0)) {
@@ -235,7 +239,7 @@ static int token_command(int argc, char **argv)
 	}
 	if (secret_file == NULL) {
 		fprintf(stderr, "mp-primary token: no secret_file configured (give -c FILE with "
-				"secret_file, or --secret-file)\n");
+		                "secret_file, or --secret-file)\n");
 		return 1;
 	}
 	uint8_t *secret;
@@ -264,17 +268,17 @@ int main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "token") == 0)
 		return token_command(argc - 1, argv + 1);
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"check", no_argument, NULL, 'n'},
-		{"data-dir", required_argument, NULL, 'd'},
-		{"store", required_argument, NULL, 's'},
-		{"listen", required_argument, NULL, 'l'},
-		{"admin", required_argument, NULL, 'a'},
-		{"log-level", required_argument, NULL, 'L'},
-		{"print-config", no_argument, NULL, 'P'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"check", no_argument, NULL, 'n'},
+	    {"data-dir", required_argument, NULL, 'd'},
+	    {"store", required_argument, NULL, 's'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"admin", required_argument, NULL, 'a'},
+	    {"log-level", required_argument, NULL, 'L'},
+	    {"print-config", no_argument, NULL, 'P'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *config = NULL;
 	bool check = false, print = false;

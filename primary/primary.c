@@ -16,12 +16,12 @@
 #include "primary.h"
 #include "tls.h"
 
-#define HOUSEKEEPING_MS 1000
-#define RETENTION_EVERY 5 /* housekeeping ticks between retention passes */
-#define DRAIN_MAX_NS (30LL * 1000000000)
-#define DRAIN_FLUSH_NS (2LL * 1000000000)
+#define HOUSEKEEPING_MS         1000
+#define RETENTION_EVERY         5 /* housekeeping ticks between retention passes */
+#define DRAIN_MAX_NS            (30LL * 1000000000)
+#define DRAIN_FLUSH_NS          (2LL * 1000000000)
 #define CHANGELOG_CACHE_ENTRIES 262144
-#define CHANGELOG_CACHE_BYTES (128u << 20)
+#define CHANGELOG_CACHE_BYTES   (128u << 20)
 
 static int64_t drain_started;
 static unsigned housekeeping_ticks;
@@ -67,8 +67,8 @@ static bool outputs_flushed(struct primary *p)
 {
 	struct conn *c;
 	TAILQ_FOREACH(c, &p->conns, entry)
-		if (conn_output_len(c) > 0)
-			return false;
+	if (conn_output_len(c) > 0)
+		return false;
 	return true;
 }
 
@@ -84,8 +84,8 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!idle) {
 		log_error("the store did not take the last writes within 30 s: exiting with %zu "
-			  "writes unacknowledged (none of them was reported as done)",
-			  committer_queued(p->committer) + (committer_busy(p->committer) ? 1 : 0));
+		          "writes unacknowledged (none of them was reported as done)",
+		          committer_queued(p->committer) + (committer_busy(p->committer) ? 1 : 0));
 		exit_code = 1;
 	} else if (!outputs_flushed(p) && now - drain_started < DRAIN_MAX_NS + DRAIN_FLUSH_NS) {
 		struct timeval tv = {0, 20000};
@@ -115,7 +115,7 @@ static void start_drain(struct primary *p, const char *why)
 		return;
 	}
 	log_info("%s: draining (no new connections or writes; finishing %zu queued writes)", why,
-		 committer_queued(p->committer));
+	         committer_queued(p->committer));
 	p->draining = true;
 	drain_started = primary_now_ns();
 	netaddr_listener_free(p->listener);
@@ -130,8 +130,8 @@ static void retention_pass(struct primary *p)
 	if (oldest == 0 || newest == 0)
 		return;
 	uint64_t keep_count = newest >= p->cfg.retention_max_versions
-				      ? newest - p->cfg.retention_max_versions + 1
-				      : 1;
+	                          ? newest - p->cfg.retention_max_versions + 1
+	                          : 1;
 	uint64_t before = 0;
 	int64_t cutoff = primary_now_ns() - (int64_t)p->cfg.retention_max_age_ms * 1000000;
 	if (store_log_version_before(p->reader, cutoff, &before) < 0) {
@@ -151,7 +151,7 @@ static void retention_pass(struct primary *p)
 		keep_from = newest; /* the newest version always stays */
 	if (keep_from > oldest) {
 		log_debug("retention: trimming the change log below version %llu",
-			  (unsigned long long)keep_from);
+		          (unsigned long long)keep_from);
 		committer_trim(p->committer, keep_from);
 	}
 }
@@ -172,7 +172,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 static void arm_heartbeat(struct primary *p)
 {
 	struct timeval tv = {(time_t)(p->cfg.heartbeat_interval_ms / 1000),
-			     (suseconds_t)(p->cfg.heartbeat_interval_ms % 1000) * 1000};
+	                     (suseconds_t)(p->cfg.heartbeat_interval_ms % 1000) * 1000};
 	evtimer_del(p->heartbeat_ev);
 	evtimer_add(p->heartbeat_ev, &tv);
 }
@@ -205,22 +205,22 @@ static void reload(struct primary *p)
 		const char *name;
 		size_t off;
 	} fixed[] = {
-		{"cluster_id", offsetof(struct primary_config, cluster_id)},
-		{"data_dir", offsetof(struct primary_config, data_dir)},
-		{"store", offsetof(struct primary_config, store)},
-		{"listen", offsetof(struct primary_config, listen)},
-		{"admin", offsetof(struct primary_config, admin)},
-		{"secret_file", offsetof(struct primary_config, secret_file)},
-		{"tls.cert", offsetof(struct primary_config, tls_cert)},
-		{"tls.key", offsetof(struct primary_config, tls_key)},
-		{"tls.client_ca", offsetof(struct primary_config, tls_client_ca)},
+	    {"cluster_id", offsetof(struct primary_config, cluster_id)},
+	    {"data_dir", offsetof(struct primary_config, data_dir)},
+	    {"store", offsetof(struct primary_config, store)},
+	    {"listen", offsetof(struct primary_config, listen)},
+	    {"admin", offsetof(struct primary_config, admin)},
+	    {"secret_file", offsetof(struct primary_config, secret_file)},
+	    {"tls.cert", offsetof(struct primary_config, tls_cert)},
+	    {"tls.key", offsetof(struct primary_config, tls_key)},
+	    {"tls.client_ca", offsetof(struct primary_config, tls_client_ca)},
 	};
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
 		char **a = (char **)((char *)&p->cfg + fixed[i].off);
 		char **b = (char **)((char *)&next + fixed[i].off);
 		if (str_changed(*a, *b)) {
-			log_warn("reload: changing '%s' needs a restart; keeping '%s'", fixed[i].name,
-				 *a ? *a : "");
+			log_warn("reload: changing '%s' needs a restart; keeping '%s'",
+			         fixed[i].name, *a ? *a : "");
 			char *keep = *a ? strdup(*a) : NULL;
 			free(*b);
 			*b = keep;
@@ -260,7 +260,7 @@ static int last_version_time(void *arg, const struct store_version *v)
 }
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *arg)
+                      int salen, void *arg)
 {
 	conn_accept(arg, fd);
 }
@@ -269,30 +269,30 @@ static void register_metrics(struct primary *p)
 {
 	static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
 	static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-						0.01,	0.025,	 0.05,	 0.1,	0.25,	1};
+	                                        0.01,   0.025,   0.05,   0.1,   0.25,   1};
 	struct metrics *m = p->metrics;
 	p->m_version = metrics_gauge(m, "mp_primary_version", "Last durable version");
 	p->m_writes = metrics_counter(m, "mp_primary_writes_total", "Writes that made a version");
 	p->m_write_errors =
-		metrics_counter(m, "mp_primary_write_errors_total", "Writes refused with an error");
+	    metrics_counter(m, "mp_primary_write_errors_total", "Writes refused with an error");
 	p->m_reads = metrics_counter(m, "mp_primary_reads_total", "Read requests");
-	p->m_batch_size = metrics_histogram(m, "mp_primary_commit_batch_versions",
-					    "Versions per group commit", batch_bounds,
-					    sizeof(batch_bounds) / sizeof(batch_bounds[0]));
+	p->m_batch_size =
+	    metrics_histogram(m, "mp_primary_commit_batch_versions", "Versions per group commit",
+	                      batch_bounds, sizeof(batch_bounds) / sizeof(batch_bounds[0]));
 	p->m_commit_seconds = metrics_histogram(
-		m, "mp_primary_commit_seconds", "Time from forming a batch to its durable commit",
-		latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]));
+	    m, "mp_primary_commit_seconds", "Time from forming a batch to its durable commit",
+	    latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]));
 	p->m_subscribers = metrics_gauge(m, "mp_primary_subscribers", "Connected mirrors");
-	p->m_lag_versions = metrics_labeled(m, "mp_primary_site_lag_versions",
-					    "Versions a site has not acknowledged", METRIC_GAUGE,
-					    "site");
+	p->m_lag_versions =
+	    metrics_labeled(m, "mp_primary_site_lag_versions",
+	                    "Versions a site has not acknowledged", METRIC_GAUGE, "site");
 	p->m_lag_seconds = metrics_labeled(m, "mp_primary_site_lag_seconds",
-					   "Age of the oldest version a site has not acknowledged",
-					   METRIC_GAUGE, "site");
+	                                   "Age of the oldest version a site has not acknowledged",
+	                                   METRIC_GAUGE, "site");
 	p->m_connections = metrics_gauge(m, "mp_primary_connections", "Open connections");
 	p->m_entries = metrics_gauge(m, "mp_primary_namespace_entries", "Inodes in the namespace");
 	p->m_frames_rejected = metrics_counter(m, "mp_primary_frames_rejected_total",
-					       "Frames refused as malformed or oversized");
+	                                       "Frames refused as malformed or oversized");
 	p->m_snapshots = metrics_counter(m, "mp_primary_snapshots_total", "Snapshots sent");
 }
 
@@ -306,8 +306,7 @@ static char *store_url(const struct primary_config *cfg)
 	return url;
 }
 
-static struct store *open_store(const char *url, const char *want_cluster,
-				struct store_meta *meta)
+static struct store *open_store(const char *url, const char *want_cluster, struct store_meta *meta)
 {
 	struct store *st = NULL;
 	char *err = NULL;
@@ -346,11 +345,11 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 		log_info("tokens are required (secret from %s)", cfg->secret_file);
 	} else {
 		log_warn("no secret_file configured: every client and site is allowed without a "
-			 "token (fine on one machine; configure a secret for anything else)");
+		         "token (fine on one machine; configure a secret for anything else)");
 	}
 	if (cfg->tls_cert != NULL) {
 		struct tls_config tc = {cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca,
-					cfg->tls_verify_clients};
+		                        cfg->tls_verify_clients};
 		char *err = NULL;
 		p->tls = tls_server_ctx(&tc, &err);
 		if (p->tls == NULL)
@@ -392,8 +391,8 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	p->version = p->mem_version = meta.version;
 	p->next_ino = meta.next_ino > NODE_ROOT_INO ? meta.next_ino : NODE_ROOT_INO + 1;
 	log_info("loaded %llu entries at version %llu from %s store in %.2f s",
-		 (unsigned long long)namespace_count(p->ns), (unsigned long long)p->version,
-		 p->store_kind, (double)(primary_now_ns() - t0) / 1e9);
+	         (unsigned long long)namespace_count(p->ns), (unsigned long long)p->version,
+	         p->store_kind, (double)(primary_now_ns() - t0) / 1e9);
 
 	p->log = changelog_new(CHANGELOG_CACHE_ENTRIES, CHANGELOG_CACHE_BYTES);
 	uint64_t oldest, newest;
@@ -439,8 +438,8 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	p->drain_ev = evtimer_new(p->base, drain_cb, p);
 
 	log_info("cluster %s: serving on %s (port %u), admin on %s (port %u), store %s%s",
-		 p->cluster_id, cfg->listen, netaddr_listener_port(p->listener), cfg->admin,
-		 admin_port(p->admin), p->store_kind, p->tls ? ", TLS" : "");
+	         p->cluster_id, cfg->listen, netaddr_listener_port(p->listener), cfg->admin,
+	         admin_port(p->admin), p->store_kind, p->tls ? ", TLS" : "");
 	free(url);
 
 	event_base_dispatch(p->base);

@@ -64,7 +64,7 @@ struct conn {
 	char peer[64];
 	enum conn_role role;
 	bool authed;
-	bool open_access;	  /* no secret configured: everything allowed */
+	bool open_access;           /* no secret configured: everything allowed */
 	struct token_claims claims; /* valid when authed && !open_access */
 	struct subscriber *sub;
 	int refs; /* the connection itself + queued requests holding it */
@@ -82,7 +82,7 @@ bool conn_alive(const struct conn *c);
 void conn_send(struct conn *c, const void *data, size_t len);
 /* Sends ERROR {code, errno, message, version}. */
 void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 bool conn_may_write_path(const struct conn *c, const char *path, size_t len);
 bool conn_may_read_ino(const struct conn *c, uint64_t ino);
 size_t conn_output_len(const struct conn *c);
@@ -104,7 +104,7 @@ TAILQ_HEAD(request_list, request);
 
 /* Copies the payload and decodes it again so that it lives on its own. */
 struct request *request_new(struct conn *c, const struct frame *f, const uint8_t *payload,
-			    size_t len);
+                            size_t len);
 void request_free(struct request *r);
 
 /* ---- rpc.c ---- */
@@ -113,16 +113,16 @@ bool rpc_is_read(uint32_t type);
 bool rpc_is_write(uint32_t type);
 /* Answers a read from the (durable) namespace. */
 void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
-	      const msgpack_object *body);
+              const msgpack_object *body);
 /* Checks a write's access and shape before it is queued; 0 or -errno with
  * a message. */
 int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgpack_object *body,
-		    char *err, size_t errlen);
+                    char *err, size_t errlen);
 /* Executes a write inside txn t; fills the reply result writer later. */
 struct txn;
 int rpc_execute_write(struct primary *p, struct txn *t, struct conn *c, uint32_t type,
-		      const msgpack_object *body, uint64_t *ret_ino, uint64_t **ret_inos,
-		      size_t *ret_ninos, char *err, size_t errlen);
+                      const msgpack_object *body, uint64_t *ret_ino, uint64_t **ret_inos,
+                      size_t *ret_ninos, char *err, size_t errlen);
 
 /* ---- committer.c ---- */
 
@@ -135,8 +135,7 @@ void committer_submit(struct committer *cm, struct request *r);
 bool committer_busy(const struct committer *cm);
 size_t committer_queued(const struct committer *cm);
 /* Runs fn once the namespace equals the durable state (at once if idle). */
-void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, void *arg),
-			 void *arg);
+void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, void *arg), void *arg);
 void committer_trim(struct committer *cm, uint64_t below);
 bool committer_store_failing(const struct committer *cm);
 
@@ -189,8 +188,8 @@ struct primary {
 	char cluster_id[STORE_CLUSTER_ID_MAX + 1];
 	struct namespace *ns;
 	uint64_t next_ino;
-	uint64_t version;  /* durable */
-	uint64_t mem_version; /* namespace state (durable + batch in flight) */
+	uint64_t version;           /* durable */
+	uint64_t mem_version;       /* namespace state (durable + batch in flight) */
 	uint8_t digest[DIGEST_LEN]; /* of the durable version */
 	int64_t version_time;
 	struct store *reader; /* change-log reads on the event loop */
@@ -215,8 +214,8 @@ struct primary {
 	/* metrics */
 	struct metrics *metrics;
 	struct metric *m_version, *m_writes, *m_write_errors, *m_reads, *m_batch_size,
-		*m_commit_seconds, *m_subscribers, *m_lag_versions, *m_lag_seconds,
-		*m_connections, *m_entries, *m_frames_rejected, *m_snapshots;
+	    *m_commit_seconds, *m_subscribers, *m_lag_versions, *m_lag_seconds, *m_connections,
+	    *m_entries, *m_frames_rejected, *m_snapshots;
 };
 
 int64_t primary_now_ns(void);

@@ -48,8 +48,10 @@ static void read_error(struct conn *c, uint64_t id, int r, const char *what)
 		conn_send_error(c, id, r, "%s is outside the token's subtree", what);
 		break;
 	default:
-		conn_send_error(c, id, r, "%s: invalid (absolute path, names of 1..255 bytes "
-					  "without '/', not . or ..)", what);
+		conn_send_error(c, id, r,
+		                "%s: invalid (absolute path, names of 1..255 bytes "
+		                "without '/', not . or ..)",
+		                what);
 	}
 }
 
@@ -86,21 +88,21 @@ static void do_readdir(struct primary *p, struct conn *c, uint64_t id, const msg
 	int r = msg_get_u64(body, "ino", false, UINT64_MAX, &ino, err, sizeof(err));
 	if (r == 1)
 		r = msg_get_bytes(body, "path", false, 1, NODE_PATH_MAX, &path, &plen, err,
-				  sizeof(err));
+		                  sizeof(err));
 	if (r == 0)
 		r = msg_get_bytes(body, "cursor", false, 0, NODE_NAME_MAX, &cursor, &clen, err,
-				  sizeof(err));
+		                  sizeof(err));
 	if (r == 1)
 		r = 0;
 	if (r == 0)
 		r = msg_get_u64(body, "limit", false, READDIR_MAX_LIMIT, &limit, err, sizeof(err));
 	if (r < 0 || (ino == 0 && path == NULL) || limit == 0) {
 		conn_send_error(c, id, -EINVAL, "READDIR: %s",
-				r < 0 ? err : "needs 'ino' or 'path' and a limit of 1..10000");
+		                r < 0 ? err : "needs 'ino' or 'path' and a limit of 1..10000");
 		return;
 	}
 	r = path != NULL ? namespace_resolve(p->ns, path, plen, &dir)
-			 : namespace_get(p->ns, ino, &dir);
+	                 : namespace_get(p->ns, ino, &dir);
 	if (r == 0 && dir.type != NODE_DIR)
 		r = -ENOTDIR;
 	if (r == 0 && !conn_may_read_ino(c, dir.ino))
@@ -139,7 +141,7 @@ static void do_readdir(struct primary *p, struct conn *c, uint64_t id, const msg
 }
 
 void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
-	      const msgpack_object *body)
+              const msgpack_object *body)
 {
 	char err[256];
 	struct node_rec rec;
@@ -165,7 +167,7 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 		size_t nlen;
 		if (msg_get_u64(body, "parent", true, UINT64_MAX, &parent, err, sizeof(err)) < 0 ||
 		    msg_get_bytes(body, "name", true, 1, NODE_NAME_MAX, &name, &nlen, err,
-				  sizeof(err)) < 0) {
+		                  sizeof(err)) < 0) {
 			conn_send_error(c, id, -EINVAL, "LOOKUP: %s", err);
 			return;
 		}
@@ -175,7 +177,7 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 		if (r < 0) {
 			char what[300];
 			snprintf(what, sizeof(what), "LOOKUP: '%.*s' in directory %llu",
-				 (int)(nlen > 200 ? 200 : nlen), name, (unsigned long long)parent);
+			         (int)(nlen > 200 ? 200 : nlen), name, (unsigned long long)parent);
 			read_error(c, id, r, what);
 			return;
 		}
@@ -193,7 +195,8 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 			r = -EACCES;
 		if (r < 0) {
 			char what[64];
-			snprintf(what, sizeof(what), "GETATTR: inode %llu", (unsigned long long)ino);
+			snprintf(what, sizeof(what), "GETATTR: inode %llu",
+			         (unsigned long long)ino);
 			read_error(c, id, r, what);
 			return;
 		}
@@ -204,7 +207,7 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 		const char *path;
 		size_t plen;
 		if (msg_get_bytes(body, "path", true, 1, NODE_PATH_MAX, &path, &plen, err,
-				  sizeof(err)) < 0) {
+		                  sizeof(err)) < 0) {
 			conn_send_error(c, id, -EINVAL, "RESOLVE: %s", err);
 			return;
 		}
@@ -213,8 +216,8 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 			r = -EACCES;
 		if (r < 0) {
 			char what[300];
-			snprintf(what, sizeof(what), "RESOLVE: '%.*s'", (int)(plen > 200 ? 200 : plen),
-				 path);
+			snprintf(what, sizeof(what), "RESOLVE: '%.*s'",
+			         (int)(plen > 200 ? 200 : plen), path);
 			read_error(c, id, r, what);
 			return;
 		}
@@ -230,19 +233,19 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 /* ---- writes ---- */
 
 static int get_path(const msgpack_object *body, const char *key, const char **ret, size_t *len,
-		    char *err, size_t errlen)
+                    char *err, size_t errlen)
 {
 	int r = msg_get_bytes(body, key, true, 1, NODE_PATH_MAX, ret, len, err, errlen);
 	if (r == 0 && (*ret)[0] != '/') {
 		snprintf(err, errlen, "field '%s': path '%.*s' is not absolute", key,
-			 (int)(*len > 200 ? 200 : *len), *ret);
+		         (int)(*len > 200 ? 200 : *len), *ret);
 		return -EINVAL;
 	}
 	return r;
 }
 
 static int check_access(struct conn *c, const msgpack_object *body, const char *key, char *err,
-			size_t errlen)
+                        size_t errlen)
 {
 	const char *path;
 	size_t len;
@@ -252,17 +255,17 @@ static int check_access(struct conn *c, const msgpack_object *body, const char *
 	if (!conn_may_write_path(c, path, len)) {
 		if (!c->open_access && (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write))
 			snprintf(err, errlen, "the token of '%s' does not allow writes",
-				 c->claims.name);
+			         c->claims.name);
 		else
 			snprintf(err, errlen, "'%.*s' is outside the token's subtree '%s'",
-				 (int)(len > 200 ? 200 : len), path, c->claims.subtree);
+			         (int)(len > 200 ? 200 : len), path, c->claims.subtree);
 		return -EACCES;
 	}
 	return 0;
 }
 
 static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	if (body->type != MSGPACK_OBJECT_MAP) {
 		snprintf(err, errlen, "the operation body must be a map");
@@ -287,7 +290,7 @@ static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, 
 }
 
 int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgpack_object *body,
-		    char *err, size_t errlen)
+                    char *err, size_t errlen)
 {
 	if (type != MT_BATCH)
 		return check_one(c, type, body, err, errlen);
@@ -305,13 +308,14 @@ int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgp
 		uint64_t t = op->via.array.ptr[0].via.u64;
 		if (!rpc_is_write((uint32_t)t) || t == MT_BATCH || t > UINT32_MAX) {
 			snprintf(err, errlen, "op %u: type %llu is not a write operation", i,
-				 (unsigned long long)t);
+			         (unsigned long long)t);
 			return -EINVAL;
 		}
 		char why[400];
 		r = check_one(c, (uint32_t)t, &op->via.array.ptr[1], why, sizeof(why));
 		if (r < 0) {
-			snprintf(err, errlen, "op %u (%s): %s", i, proto_msg_name((uint32_t)t), why);
+			snprintf(err, errlen, "op %u (%s): %s", i, proto_msg_name((uint32_t)t),
+			         why);
 			return r;
 		}
 	}
@@ -360,7 +364,7 @@ static int get_attrs(const msgpack_object *body, struct txn_attr *a, char *err, 
 /* The layout may come as an array of extents (re-encoded here) or as the
  * already-encoded bytes in a bin. */
 static int get_layout(const msgpack_object *body, msgpack_sbuffer *scratch, const uint8_t **ret,
-		      size_t *ret_len, char *err, size_t errlen)
+                      size_t *ret_len, char *err, size_t errlen)
 {
 	const msgpack_object *o = msg_field(body, "layout");
 	*ret = NULL;
@@ -385,8 +389,8 @@ static int get_layout(const msgpack_object *body, msgpack_sbuffer *scratch, cons
 	return 0;
 }
 
-static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
-		       uint64_t *ret_ino, char *err, size_t errlen)
+static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body, uint64_t *ret_ino,
+                       char *err, size_t errlen)
 {
 	const char *path, *path2;
 	size_t len, len2;
@@ -420,8 +424,8 @@ static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
 	}
 	case MT_SYMLINK:
 		if ((r = get_attrs(body, &a, err, errlen)) < 0 ||
-		    (r = msg_get_bytes(body, "target", true, 1, NODE_TARGET_MAX, &path2, &len2,
-				       err, errlen)) < 0)
+		    (r = msg_get_bytes(body, "target", true, 1, NODE_TARGET_MAX, &path2, &len2, err,
+		                       errlen)) < 0)
 			return r;
 		r = txn_symlink(t, path, len, path2, len2, &a, ret_ino);
 		break;
@@ -451,8 +455,8 @@ static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
 }
 
 int rpc_execute_write(struct primary *p, struct txn *t, struct conn *c, uint32_t type,
-		      const msgpack_object *body, uint64_t *ret_ino, uint64_t **ret_inos,
-		      size_t *ret_ninos, char *err, size_t errlen)
+                      const msgpack_object *body, uint64_t *ret_ino, uint64_t **ret_inos,
+                      size_t *ret_ninos, char *err, size_t errlen)
 {
 	err[0] = '\0';
 	if (type != MT_BATCH)

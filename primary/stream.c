@@ -13,11 +13,11 @@
 #include "primary.h"
 #include "proto.h"
 
-#define PUMP_HIGH (4u << 20)	/* fill a catching-up subscriber up to this */
-#define PUMP_LOW (1u << 20)	/* and refill when it drains below this */
-#define LIVE_MAX (64u << 20)	/* a live subscriber this far behind catches up instead */
-#define FRAME_VERSIONS 512
-#define FRAME_BYTES (1u << 20)
+#define PUMP_HIGH            (4u << 20)  /* fill a catching-up subscriber up to this */
+#define PUMP_LOW             (1u << 20)  /* and refill when it drains below this */
+#define LIVE_MAX             (64u << 20) /* a live subscriber this far behind catches up instead */
+#define FRAME_VERSIONS       512
+#define FRAME_BYTES          (1u << 20)
 #define SNAPSHOT_CHUNK_NODES 2048
 
 enum sub_state { SUB_WAIT_SNAPSHOT, SUB_CATCHUP, SUB_LIVE };
@@ -44,9 +44,12 @@ struct subscriber {
 static const char *state_name(enum sub_state s)
 {
 	switch (s) {
-	case SUB_WAIT_SNAPSHOT: return "snapshot";
-	case SUB_CATCHUP: return "catching up";
-	default: return "live";
+	case SUB_WAIT_SNAPSHOT:
+		return "snapshot";
+	case SUB_CATCHUP:
+		return "catching up";
+	default:
+		return "live";
 	}
 }
 
@@ -54,8 +57,8 @@ static struct site_state *site_get(struct primary *p, const char *name)
 {
 	struct site_state *s;
 	LIST_FOREACH(s, &p->sites, entry)
-		if (strcmp(s->name, name) == 0)
-			return s;
+	if (strcmp(s->name, name) == 0)
+		return s;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
@@ -155,32 +158,32 @@ void stream_pump(struct primary *p, struct conn *c)
 		}
 		if (sub->next < changelog_store_oldest(p->log)) {
 			log_info("site %s needs version %llu, older than the log keeps (%llu): "
-				 "sending a snapshot",
-				 sub->site->name, (unsigned long long)sub->next,
-				 (unsigned long long)changelog_store_oldest(p->log));
+			         "sending a snapshot",
+			         sub->site->name, (unsigned long long)sub->next,
+			         (unsigned long long)changelog_store_oldest(p->log));
 			request_snapshot(p, sub);
 			return;
 		}
 		struct store_pump sp = {.c = c, .expect = sub->next};
 		msgpack_sbuffer_init(&sp.body);
 		uint64_t want = p->version - sub->next + 1;
-		int r = store_read_changes(p->reader, sub->next, want < 4096 ? want : 4096, PUMP_HIGH,
-					   store_pump_cb, &sp);
+		int r = store_read_changes(p->reader, sub->next, want < 4096 ? want : 4096,
+		                           PUMP_HIGH, store_pump_cb, &sp);
 		store_pump_flush(&sp);
 		msgpack_sbuffer_destroy(&sp.body);
 		uint64_t got = sp.expect - sub->next;
 		sub->next = sp.expect;
 		if (sp.gap || (r == 0 && got == 0)) {
 			log_info("site %s: version %llu is no longer in the change log: sending a "
-				 "snapshot",
-				 sub->site->name, (unsigned long long)sub->next);
+			         "snapshot",
+			         sub->site->name, (unsigned long long)sub->next);
 			request_snapshot(p, sub);
 			return;
 		}
 		if (r < 0) {
 			char why[300];
 			snprintf(why, sizeof(why), "cannot read the change log: %s",
-				 store_error(p->reader));
+			         store_error(p->reader));
 			log_error("site %s: %s", sub->site->name, why);
 			conn_send_error(c, 0, -EIO, "%s", why);
 			conn_close(c, why);
@@ -190,7 +193,7 @@ void stream_pump(struct primary *p, struct conn *c)
 	if (conn_alive(c) && sub->next > p->version) {
 		sub->state = SUB_LIVE;
 		log_info("site %s is live at version %llu", sub->site->name,
-			 (unsigned long long)p->version);
+		         (unsigned long long)p->version);
 	}
 	sub->last_send_ns = primary_now_ns();
 }
@@ -277,7 +280,7 @@ static void send_snapshot(struct primary *p, void *arg)
 	msgpack_sbuffer_destroy(&sb);
 	metric_add(p->m_snapshots, 1);
 	log_info("sent site %s a snapshot of %llu entries at version %llu", sub->site->name,
-		 (unsigned long long)w.total, (unsigned long long)p->version);
+	         (unsigned long long)w.total, (unsigned long long)p->version);
 	sub->next = p->version + 1;
 	sub->state = SUB_CATCHUP;
 	stream_pump(p, c);
@@ -316,9 +319,10 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 		return;
 	}
 	if (!c->open_access && c->claims.kind != TOKEN_SITE) {
-		conn_send_error(c, id, -EACCES, "SUBSCRIBE needs a site token (this is a client "
-						 "token of '%s')",
-				c->claims.name);
+		conn_send_error(c, id, -EACCES,
+		                "SUBSCRIBE needs a site token (this is a client "
+		                "token of '%s')",
+		                c->claims.name);
 		return;
 	}
 	uint64_t from;
@@ -327,7 +331,7 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	if (msg_get_u64(body, "from", true, UINT64_MAX, &from, err, sizeof(err)) < 0 ||
 	    msg_get_bytes(body, "site", false, 1, 64, &site, &site_len, err, sizeof(err)) < 0 ||
 	    msg_get_bytes(body, "digest", false, DIGEST_LEN, DIGEST_LEN, &digest, &dlen, err,
-			  sizeof(err)) < 0) {
+	                  sizeof(err)) < 0) {
 		conn_send_error(c, id, -EINVAL, "SUBSCRIBE: %s", err);
 		return;
 	}
@@ -341,9 +345,9 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	if (from > p->version) {
 		char why[400];
 		snprintf(why, sizeof(why),
-			 "site %s is at version %llu, ahead of the primary at %llu: it must "
-			 "re-bootstrap from a snapshot (SUBSCRIBE from 0)",
-			 name, (unsigned long long)from, (unsigned long long)p->version);
+		         "site %s is at version %llu, ahead of the primary at %llu: it must "
+		         "re-bootstrap from a snapshot (SUBSCRIBE from 0)",
+		         name, (unsigned long long)from, (unsigned long long)p->version);
 		log_warn("%s", why);
 		conn_send_error(c, id, -ESTALE, "%s", why);
 		return;
@@ -384,7 +388,7 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 		snapshot = true;
 		why = "its digest differs from the primary's at that version (divergence)";
 		log_warn("site %s at version %llu diverged from the primary: re-bootstrapping it",
-			 name, (unsigned long long)from);
+		         name, (unsigned long long)from);
 	}
 
 	msgpack_sbuffer sb;
@@ -405,7 +409,7 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	msgpack_sbuffer_destroy(&sb);
 
 	log_info("site %s (%s) subscribed from version %llu%s%s", name, c->peer,
-		 (unsigned long long)from, snapshot ? ": snapshot, " : "", why);
+	         (unsigned long long)from, snapshot ? ": snapshot, " : "", why);
 	stream_update_metrics(p);
 	if (snapshot) {
 		request_snapshot(p, sub);
@@ -431,7 +435,7 @@ void stream_ack(struct primary *p, struct conn *c, const msgpack_object *body)
 	}
 	if (v >= sub->next && sub->state != SUB_WAIT_SNAPSHOT) {
 		log_warn("site %s acknowledged version %llu it was never sent (next %llu)",
-			 sub->site->name, (unsigned long long)v, (unsigned long long)sub->next);
+		         sub->site->name, (unsigned long long)v, (unsigned long long)sub->next);
 		return;
 	}
 	if (v > sub->acked) {
@@ -461,7 +465,8 @@ void stream_publish(struct primary *p, uint64_t first, uint64_t last)
 	bool built = false;
 	msgpack_sbuffer_init(&frame);
 	struct subscriber *sub;
-	LIST_FOREACH(sub, &p->subscribers, entry) {
+	LIST_FOREACH(sub, &p->subscribers, entry)
+	{
 		if (sub->state != SUB_LIVE)
 			continue;
 		if (sub->next != first || last - first + 1 > FRAME_VERSIONS ||
@@ -496,7 +501,8 @@ void stream_heartbeat(struct primary *p)
 	int64_t now = primary_now_ns();
 	int64_t interval = (int64_t)p->cfg.heartbeat_interval_ms * 1000000;
 	struct subscriber *sub;
-	LIST_FOREACH(sub, &p->subscribers, entry) {
+	LIST_FOREACH(sub, &p->subscribers, entry)
+	{
 		if (sub->state == SUB_WAIT_SNAPSHOT || now - sub->last_send_ns < interval * 9 / 10)
 			continue;
 		msgpack_sbuffer sb;
@@ -521,7 +527,8 @@ uint64_t stream_min_needed(struct primary *p)
 	int64_t now = primary_now_ns();
 	int64_t keep = (int64_t)p->cfg.retention_max_age_ms * 1000000;
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry) {
+	LIST_FOREACH(s, &p->sites, entry)
+	{
 		/* A site that went away keeps its place in the log for as long
 		 * as the log's age limit, so a short outage needs no snapshot. */
 		if (s->connected == 0 && now - s->last_seen_ns > keep)
@@ -547,11 +554,13 @@ void stream_update_metrics(struct primary *p)
 	size_t n = 0;
 	struct subscriber *sub;
 	LIST_FOREACH(sub, &p->subscribers, entry)
-		n++;
+	n++;
 	metric_set(p->m_subscribers, (double)n);
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry) {
-		metric_set(metric_child(p->m_lag_versions, s->name), (double)(p->version - s->acked));
+	LIST_FOREACH(s, &p->sites, entry)
+	{
+		metric_set(metric_child(p->m_lag_versions, s->name),
+		           (double)(p->version - s->acked));
 		metric_set(metric_child(p->m_lag_seconds, s->name), site_lag_seconds(p, s, now));
 	}
 }
@@ -561,12 +570,13 @@ void stream_write_status(struct primary *p, struct json_writer *w)
 	int64_t now = primary_now_ns();
 	json_begin_array(w);
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry) {
+	LIST_FOREACH(s, &p->sites, entry)
+	{
 		const char *state = "disconnected";
 		struct subscriber *sub;
 		LIST_FOREACH(sub, &p->subscribers, entry)
-			if (sub->site == s)
-				state = state_name(sub->state);
+		if (sub->site == s)
+			state = state_name(sub->state);
 		json_begin_object(w);
 		json_key(w, "site");
 		json_string(w, s->name);

@@ -34,7 +34,7 @@ static void exercise_body(const msgpack_object *body)
 	const msgpack_object *layout = msg_field(body, "layout");
 	if (layout != NULL && layout->type == MSGPACK_OBJECT_BIN)
 		node_check_layout((const uint8_t *)layout->via.bin.ptr, layout->via.bin.size, err,
-				  sizeof(err));
+		                  sizeof(err));
 	if (msg_get_array(body, "versions", false, 100000, &arr, err, sizeof(err)) == 0) {
 		for (uint32_t k = 0; k < arr->size; k++) {
 			struct change_header h;
@@ -44,7 +44,7 @@ static void exercise_body(const msgpack_object *body)
 				uint64_t ino;
 				bool is_put;
 				msg_parse_mutation(&h.mutations->ptr[m], &ino, &rec, &is_put, err,
-						   sizeof(err));
+				                   sizeof(err));
 			}
 		}
 	}
@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t pos = 0;
 	while (size - pos >= FRAME_HEADER_LEN) {
 		uint32_t len = (uint32_t)data[pos] << 24 | (uint32_t)data[pos + 1] << 16 |
-			       (uint32_t)data[pos + 2] << 8 | data[pos + 3];
+		               (uint32_t)data[pos + 2] << 8 | data[pos + 3];
 		pos += FRAME_HEADER_LEN;
 		if (len > FUZZ_FRAME_MAX || len > size - pos)
 			break;

@@ -56,14 +56,14 @@ static void test_check_hostile(void **state)
 	/* array32 claiming 4 billion items in 5 bytes */
 	static const uint8_t huge_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x00};
 	assert_int_equal(msg_check(huge_array, sizeof(huge_array), 16, &used, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	static const uint8_t huge_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff};
 	assert_int_equal(msg_check(huge_map, sizeof(huge_map), 16, &used, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	/* str32 claiming 4 GiB */
 	static const uint8_t huge_str[] = {0xdb, 0xff, 0xff, 0xff, 0xff, 'a'};
 	assert_int_equal(msg_check(huge_str, sizeof(huge_str), 16, &used, err, sizeof(err)),
-			 -EAGAIN);
+	                 -EAGAIN);
 	/* nesting beyond the limit */
 	uint8_t deep[64];
 	memset(deep, 0x91, sizeof(deep));
@@ -95,7 +95,7 @@ static void test_frame_round_trip(void **state)
 	msgpack_sbuffer_init(&sb);
 	build_frame(&sb, MT_MKDIR, 77);
 	uint32_t len = (uint32_t)((uint8_t)sb.data[0] << 24 | (uint8_t)sb.data[1] << 16 |
-				  (uint8_t)sb.data[2] << 8 | (uint8_t)sb.data[3]);
+	                          (uint8_t)sb.data[2] << 8 | (uint8_t)sb.data[3]);
 	assert_int_equal(len, sb.size - 4);
 	struct frame f;
 	uint64_t id = 0;
@@ -106,7 +106,7 @@ static void test_frame_round_trip(void **state)
 	const char *p;
 	size_t plen;
 	assert_int_equal(msg_get_bytes(f.body, "path", true, 1, 100, &p, &plen, err, sizeof(err)),
-			 0);
+	                 0);
 	assert_int_equal(plen, 4);
 	uint64_t mode;
 	assert_int_equal(msg_get_u64(f.body, "mode", true, 07777, &mode, err, sizeof(err)), 0);
@@ -117,16 +117,16 @@ static void test_frame_round_trip(void **state)
 	assert_int_equal(msg_get_i64(f.body, "mtime", true, &mt, err, sizeof(err)), 0);
 	assert_int_equal(mt, -3);
 	assert_int_equal(msg_get_u64(f.body, "mtime", true, UINT64_MAX, &mode, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_non_null(strstr(err, "'mtime'"));
 	assert_int_equal(msg_get_u64(f.body, "absent", false, 1, &mode, err, sizeof(err)), 1);
 	assert_int_equal(msg_get_u64(f.body, "absent", true, 1, &mode, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "missing"));
 	assert_int_equal(msg_get_bytes(f.body, "mode", true, 1, 100, &p, &plen, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_non_null(strstr(err, "expected string"));
 	assert_int_equal(msg_get_bytes(f.body, "path", true, 1, 2, &p, &plen, err, sizeof(err)),
-			 -E2BIG);
+	                 -E2BIG);
 	frame_release(&f);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -138,18 +138,17 @@ static void test_frame_shapes(void **state)
 	uint64_t id = 0;
 	static const uint8_t not_array[] = {0x81, 0xa1, 'a', 0x01};
 	assert_int_equal(frame_decode(not_array, sizeof(not_array), &f, &id, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	static const uint8_t body_not_map[] = {0x93, 0x0a, 0x05, 0x01};
 	assert_int_equal(
-		frame_decode(body_not_map, sizeof(body_not_map), &f, &id, err, sizeof(err)),
-		-EINVAL);
+	    frame_decode(body_not_map, sizeof(body_not_map), &f, &id, err, sizeof(err)), -EINVAL);
 	assert_int_equal(id, 5); /* so that the error can still be answered */
 	static const uint8_t int_keys[] = {0x93, 0x0a, 0x05, 0x81, 0x01, 0x01};
 	assert_int_equal(frame_decode(int_keys, sizeof(int_keys), &f, &id, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	static const uint8_t neg_type[] = {0x93, 0xff, 0x05, 0x80};
 	assert_int_equal(frame_decode(neg_type, sizeof(neg_type), &f, &id, err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	static const uint8_t ok[] = {0x93, 0x0a, 0x05, 0x80};
 	assert_int_equal(frame_decode(ok, sizeof(ok), &f, &id, err, sizeof(err)), 0);
 	frame_release(&f);
@@ -169,19 +168,19 @@ static void test_node_round_trip(void **state)
 	msgpack_pack_uint64(&lp, 0);
 	msgpack_pack_uint64(&lp, 4096);
 	struct node_rec in = {
-		.ino = UINT64_MAX - 1,
-		.parent = 1,
-		.size = 4096,
-		.mtime = -1,
-		.ctime = INT64_MAX,
-		.mode = 0644,
-		.uid = UINT32_MAX,
-		.gid = 7,
-		.type = NODE_FILE,
-		.name = "n\xffme",
-		.name_len = 4,
-		.extra = (const uint8_t *)layout.data,
-		.extra_len = (uint32_t)layout.size,
+	    .ino = UINT64_MAX - 1,
+	    .parent = 1,
+	    .size = 4096,
+	    .mtime = -1,
+	    .ctime = INT64_MAX,
+	    .mode = 0644,
+	    .uid = UINT32_MAX,
+	    .gid = 7,
+	    .type = NODE_FILE,
+	    .name = "n\xffme",
+	    .name_len = 4,
+	    .extra = (const uint8_t *)layout.data,
+	    .extra_len = (uint32_t)layout.size,
 	};
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
@@ -230,8 +229,8 @@ static void test_change_record(void **state)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	struct node_rec d = {.ino = 2, .parent = 1, .type = NODE_DIR, .mode = 0755,
-			     .name = "d", .name_len = 1};
+	struct node_rec d = {
+	    .ino = 2, .parent = 1, .type = NODE_DIR, .mode = 0755, .name = "d", .name_len = 1};
 	uint8_t digest[16];
 	memset(digest, 0xab, sizeof(digest));
 	msgpack_pack_array(&pk, 4);
@@ -258,11 +257,11 @@ static void test_change_record(void **state)
 	struct node_rec rec;
 	bool is_put;
 	assert_int_equal(
-		msg_parse_mutation(&h.mutations->ptr[0], &ino, &rec, &is_put, err, sizeof(err)), 0);
+	    msg_parse_mutation(&h.mutations->ptr[0], &ino, &rec, &is_put, err, sizeof(err)), 0);
 	assert_true(is_put);
 	assert_int_equal(ino, 2);
 	assert_int_equal(
-		msg_parse_mutation(&h.mutations->ptr[1], &ino, &rec, &is_put, err, sizeof(err)), 0);
+	    msg_parse_mutation(&h.mutations->ptr[1], &ino, &rec, &is_put, err, sizeof(err)), 0);
 	assert_false(is_put);
 	assert_int_equal(ino, 3);
 	msgpack_unpacked_destroy(&u);
@@ -290,7 +289,7 @@ static void test_layout_check(void **state)
 	/* [["", "k", "e", 0, 1]]: empty bucket alias */
 	static const uint8_t empty_bucket[] = {0x91, 0x95, 0xa0, 0xa1, 'k', 0xa1, 'e', 0x00, 0x01};
 	assert_int_equal(node_check_layout(empty_bucket, sizeof(empty_bucket), err, sizeof(err)),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_non_null(strstr(err, "bucket"));
 	uint8_t *big = calloc(1, NODE_LAYOUT_MAX + 1);
 	assert_int_equal(node_check_layout(big, NODE_LAYOUT_MAX + 1, err, sizeof(err)), -E2BIG);
@@ -300,13 +299,13 @@ static void test_layout_check(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_check_valid_and_truncated),
-		cmocka_unit_test(test_check_hostile),
-		cmocka_unit_test(test_frame_round_trip),
-		cmocka_unit_test(test_frame_shapes),
-		cmocka_unit_test(test_node_round_trip),
-		cmocka_unit_test(test_change_record),
-		cmocka_unit_test(test_layout_check),
+	    cmocka_unit_test(test_check_valid_and_truncated),
+	    cmocka_unit_test(test_check_hostile),
+	    cmocka_unit_test(test_frame_round_trip),
+	    cmocka_unit_test(test_frame_shapes),
+	    cmocka_unit_test(test_node_round_trip),
+	    cmocka_unit_test(test_change_record),
+	    cmocka_unit_test(test_layout_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,14 +16,14 @@
 static struct node_rec mk(uint64_t ino, uint64_t parent, const char *name, uint8_t type)
 {
 	struct node_rec r = {
-		.ino = ino,
-		.parent = parent,
-		.name = name,
-		.name_len = (uint8_t)strlen(name),
-		.type = type,
-		.mode = type == NODE_DIR ? 0755 : 0644,
-		.mtime = 1000,
-		.ctime = 1000,
+	    .ino = ino,
+	    .parent = parent,
+	    .name = name,
+	    .name_len = (uint8_t)strlen(name),
+	    .type = type,
+	    .mode = type == NODE_DIR ? 0755 : 0644,
+	    .mtime = 1000,
+	    .ctime = 1000,
 	};
 	return r;
 }
@@ -64,7 +64,7 @@ static void test_tree_and_paths(void **state)
 {
 	struct namespace *ns = namespace_new();
 	struct node_rec a = mk(2, 1, "a", NODE_DIR), b = mk(3, 2, "b", NODE_DIR),
-			f = mk(4, 3, "file.txt", NODE_FILE);
+	                f = mk(4, 3, "file.txt", NODE_FILE);
 	assert_int_equal(put(ns, &a), 0);
 	assert_int_equal(put(ns, &b), 0);
 	assert_int_equal(put(ns, &f), 0);
@@ -210,7 +210,7 @@ static void test_digest_order_independent(void **state)
 	uint8_t empty[DIGEST_LEN], da[DIGEST_LEN], db[DIGEST_LEN];
 	namespace_digest(a, empty);
 	struct node_rec d = mk(2, 1, "d", NODE_DIR), f = mk(3, 2, "f", NODE_FILE),
-			g = mk(4, 1, "g", NODE_FILE);
+	                g = mk(4, 1, "g", NODE_FILE);
 	put(a, &d);
 	put(a, &f);
 	put(a, &g);
@@ -261,7 +261,7 @@ static void test_atomic_swap(void **state)
 	assert_int_equal(namespace_get(ns, 3, &r), 0);
 	/* Move a directory with entries and drop the old parent in one step. */
 	struct node_rec d = mk(4, 1, "d", NODE_DIR), e = mk(5, 4, "e", NODE_DIR),
-			f = mk(6, 5, "f", NODE_FILE);
+	                f = mk(6, 5, "f", NODE_FILE);
 	put(ns, &d);
 	put(ns, &e);
 	put(ns, &f);
@@ -314,7 +314,7 @@ static void test_bulk_load(void **state)
 	struct namespace *ns = namespace_new();
 	/* Children before parents, as a snapshot or a store may give them. */
 	struct node_rec f = mk(5, 4, "f", NODE_FILE), d = mk(4, 2, "d", NODE_DIR),
-			a = mk(2, 1, "a", NODE_DIR);
+	                a = mk(2, 1, "a", NODE_DIR);
 	assert_int_equal(namespace_load_node(ns, &f), 0);
 	assert_int_equal(namespace_load_node(ns, &d), 0);
 	assert_int_equal(namespace_load_node(ns, &a), 0);
@@ -354,14 +354,14 @@ static void test_bulk_load(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_root),
-		cmocka_unit_test(test_tree_and_paths),
-		cmocka_unit_test(test_readdir_order_and_cursor),
-		cmocka_unit_test(test_large_directory),
-		cmocka_unit_test(test_digest_order_independent),
-		cmocka_unit_test(test_atomic_swap),
-		cmocka_unit_test(test_extra_and_checks),
-		cmocka_unit_test(test_bulk_load),
+	    cmocka_unit_test(test_root),
+	    cmocka_unit_test(test_tree_and_paths),
+	    cmocka_unit_test(test_readdir_order_and_cursor),
+	    cmocka_unit_test(test_large_directory),
+	    cmocka_unit_test(test_digest_order_independent),
+	    cmocka_unit_test(test_atomic_swap),
+	    cmocka_unit_test(test_extra_and_checks),
+	    cmocka_unit_test(test_bulk_load),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

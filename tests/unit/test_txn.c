@@ -88,8 +88,8 @@ static void test_mkdir(void **state)
 static void test_create_replace(void **state)
 {
 	struct fx *f = *state;
-	static const uint8_t layout[] = {0x91, 0x95, 0xa6, 'o', 'r', 'i', 'g', 'i', 'n',
-					 0xa1, 'k', 0xa1, 'e', 0x00, 0x0a};
+	static const uint8_t layout[] = {0x91, 0x95, 0xa6, 'o',  'r', 'i',  'g', 'i',
+	                                 'n',  0xa1, 'k',  0xa1, 'e', 0x00, 0x0a};
 	struct txn_attr a = {.mask = ATTR_SIZE, .size = 10};
 	uint64_t ino, ino2;
 	assert_int_equal(txn_create(f->t, S("/f"), &a, layout, sizeof(layout), &ino), 0);
@@ -185,10 +185,10 @@ static void test_unlink_rmdir_setattr(void **state)
 
 	txn_create(f->t, S("/g"), NULL, NULL, 0, NULL);
 	struct txn_attr a = {.mask = ATTR_MODE | ATTR_SIZE | ATTR_MTIME | ATTR_GID,
-			     .mode = 0600,
-			     .size = 77,
-			     .mtime = 123,
-			     .gid = 9};
+	                     .mode = 0600,
+	                     .size = 77,
+	                     .mtime = 123,
+	                     .gid = 9};
 	uint64_t ino;
 	assert_int_equal(txn_setattr(f->t, S("/g"), &a, &ino), 0);
 	struct node_rec r;
@@ -244,12 +244,12 @@ static void test_rollback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_mkdir, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_create_replace, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_symlink, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unlink_rmdir_setattr, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mkdir, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_symlink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unlink_rmdir_setattr, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
