@@ -282,6 +282,22 @@ void msg_end(msgpack_sbuffer *sb)
 	sb->data[3] = (char)n;
 }
 
+void msg_build_error(msgpack_sbuffer *sb, uint64_t id, int err, uint64_t version,
+                     const char *message)
+{
+	msgpack_packer pk;
+	msg_begin(sb, &pk, MT_ERROR, id, 4);
+	msg_pack_key(&pk, "code");
+	msg_pack_cstr(&pk, proto_errno_name(err));
+	msg_pack_key(&pk, "errno");
+	msgpack_pack_int(&pk, err < 0 ? -err : err);
+	msg_pack_key(&pk, "message");
+	msg_pack_cstr(&pk, message);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, version);
+	msg_end(sb);
+}
+
 void msg_pack_key(msgpack_packer *pk, const char *key)
 {
 	msg_pack_cstr(pk, key);

@@ -47,6 +47,9 @@ void frame_release(struct frame *f);
 void msg_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t type, uint64_t id,
                uint32_t nfields);
 void msg_end(msgpack_sbuffer *sb);
+/* A whole ERROR frame {code, errno, message, version} in sb. */
+void msg_build_error(msgpack_sbuffer *sb, uint64_t id, int err, uint64_t version,
+                     const char *message);
 void msg_pack_key(msgpack_packer *pk, const char *key);
 void msg_pack_cstr(msgpack_packer *pk, const char *s);
 void msg_pack_strn(msgpack_packer *pk, const char *s, size_t len);

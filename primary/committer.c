@@ -378,18 +378,8 @@ static void set_reply(struct request *r, msgpack_sbuffer *sb)
 static void error_reply(struct primary *p, struct request *r, int err, const char *msg)
 {
 	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_ERROR, r->id, 4);
-	msg_pack_key(&pk, "code");
-	msg_pack_cstr(&pk, proto_errno_name(err));
-	msg_pack_key(&pk, "errno");
-	msgpack_pack_int(&pk, err < 0 ? -err : err);
-	msg_pack_key(&pk, "message");
-	msg_pack_cstr(&pk, msg);
-	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->mem_version);
-	msg_end(&sb);
+	msg_build_error(&sb, r->id, err, p->mem_version, msg);
 	set_reply(r, &sb);
 }
 

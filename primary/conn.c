@@ -132,18 +132,8 @@ void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_ERROR, id, 4);
-	msg_pack_key(&pk, "code");
-	msg_pack_cstr(&pk, proto_errno_name(err));
-	msg_pack_key(&pk, "errno");
-	msgpack_pack_int(&pk, err < 0 ? -err : err);
-	msg_pack_key(&pk, "message");
-	msg_pack_cstr(&pk, msg);
-	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, c->p->version);
-	msg_end(&sb);
+	msg_build_error(&sb, id, err, c->p->version, msg);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 }

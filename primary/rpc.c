@@ -2,6 +2,7 @@
  * writes checked when they arrive and executed inside a transaction when the
  * committer forms a batch. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,40 +325,36 @@ int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgp
 
 static int get_attrs(const msgpack_object *body, struct txn_attr *a, char *err, size_t errlen)
 {
+	static const struct {
+		const char *key;
+		unsigned bit;
+		uint64_t max;
+		size_t off;
+	} fields[] = {
+	    {"mode", ATTR_MODE, 07777, offsetof(struct txn_attr, mode)},
+	    {"uid", ATTR_UID, UINT32_MAX, offsetof(struct txn_attr, uid)},
+	    {"gid", ATTR_GID, UINT32_MAX, offsetof(struct txn_attr, gid)},
+	};
 	uint64_t v;
-	int64_t s;
 	int r;
 	memset(a, 0, sizeof(*a));
-	if ((r = msg_get_u64(body, "mode", false, 07777, &v, err, errlen)) < 0)
-		return r;
-	if (r == 0) {
-		a->mask |= ATTR_MODE;
-		a->mode = (uint32_t)v;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if ((r = msg_get_u64(body, fields[i].key, false, fields[i].max, &v, err, errlen)) <
+		    0)
+			return r;
+		if (r == 0) {
+			a->mask |= fields[i].bit;
+			*(uint32_t *)((char *)a + fields[i].off) = (uint32_t)v;
+		}
 	}
-	if ((r = msg_get_u64(body, "uid", false, UINT32_MAX, &v, err, errlen)) < 0)
+	if ((r = msg_get_u64(body, "size", false, UINT64_MAX, &a->size, err, errlen)) < 0)
 		return r;
-	if (r == 0) {
-		a->mask |= ATTR_UID;
-		a->uid = (uint32_t)v;
-	}
-	if ((r = msg_get_u64(body, "gid", false, UINT32_MAX, &v, err, errlen)) < 0)
-		return r;
-	if (r == 0) {
-		a->mask |= ATTR_GID;
-		a->gid = (uint32_t)v;
-	}
-	if ((r = msg_get_u64(body, "size", false, UINT64_MAX, &v, err, errlen)) < 0)
-		return r;
-	if (r == 0) {
+	if (r == 0)
 		a->mask |= ATTR_SIZE;
-		a->size = v;
-	}
-	if ((r = msg_get_i64(body, "mtime", false, &s, err, errlen)) < 0)
+	if ((r = msg_get_i64(body, "mtime", false, &a->mtime, err, errlen)) < 0)
 		return r;
-	if (r == 0) {
+	if (r == 0)
 		a->mask |= ATTR_MTIME;
-		a->mtime = s;
-	}
 	return 0;
 }
 

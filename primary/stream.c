@@ -76,18 +76,39 @@ void stream_free_sites(struct primary *p)
 	}
 }
 
-/* Sends one CHANGES frame holding the given encoded records. */
-static void send_changes(struct conn *c, const struct changelog_entry *const *es, size_t n)
+/* Sends [type, 0, {key: [n items already encoded in raw]}]. */
+static void send_raw_array(struct conn *c, uint32_t type, const char *key, uint32_t n,
+                           const void *raw, size_t len)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_CHANGES, 0, 1);
+	msg_begin(&sb, &pk, type, 0, 1);
+	msg_pack_key(&pk, key);
+	msgpack_pack_array(&pk, n);
+	msg_pack_raw(&pk, raw, len);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* Builds one CHANGES frame of consecutive cached versions into sb. */
+static void build_changes(msgpack_sbuffer *sb, const struct changelog_entry *const *es, size_t n)
+{
+	msgpack_packer pk;
+	msg_begin(sb, &pk, MT_CHANGES, 0, 1);
 	msg_pack_key(&pk, "versions");
 	msgpack_pack_array(&pk, (uint32_t)n);
 	for (size_t i = 0; i < n; i++)
 		msg_pack_raw(&pk, es[i]->record, es[i]->record_len);
-	msg_end(&sb);
+	msg_end(sb);
+}
+
+static void send_changes(struct conn *c, const struct changelog_entry *const *es, size_t n)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	build_changes(&sb, es, n);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -106,16 +127,8 @@ static void store_pump_flush(struct store_pump *sp)
 {
 	if (sp->n == 0)
 		return;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_CHANGES, 0, 1);
-	msg_pack_key(&pk, "versions");
-	msgpack_pack_array(&pk, (uint32_t)sp->n);
-	msg_pack_raw(&pk, sp->body.data, sp->body.size);
-	msg_end(&sb);
-	conn_send(sp->c, sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
+	send_raw_array(sp->c, MT_CHANGES, "versions", (uint32_t)sp->n, sp->body.data,
+	               sp->body.size);
 	msgpack_sbuffer_clear(&sp->body);
 	sp->n = 0;
 }
@@ -212,16 +225,7 @@ static void snap_flush(struct snap_writer *w)
 {
 	if (w->n == 0)
 		return;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_SNAPSHOT_CHUNK, 0, 1);
-	msg_pack_key(&pk, "nodes");
-	msgpack_pack_array(&pk, w->n);
-	msg_pack_raw(&pk, w->nodes.data, w->nodes.size);
-	msg_end(&sb);
-	conn_send(w->c, sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
+	send_raw_array(w->c, MT_SNAPSHOT_CHUNK, "nodes", w->n, w->nodes.data, w->nodes.size);
 	msgpack_sbuffer_clear(&w->nodes);
 	w->n = 0;
 }
@@ -480,13 +484,7 @@ void stream_publish(struct primary *p, uint64_t first, uint64_t last)
 			size_t n = 0;
 			for (uint64_t v = first; v <= last; v++)
 				batch[n++] = changelog_get(p->log, v);
-			msgpack_packer pk;
-			msg_begin(&frame, &pk, MT_CHANGES, 0, 1);
-			msg_pack_key(&pk, "versions");
-			msgpack_pack_array(&pk, (uint32_t)n);
-			for (size_t i = 0; i < n; i++)
-				msg_pack_raw(&pk, batch[i]->record, batch[i]->record_len);
-			msg_end(&frame);
+			build_changes(&frame, batch, n);
 			built = true;
 		}
 		conn_send(sub->c, frame.data, frame.size);
