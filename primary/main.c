@@ -188,7 +188,7 @@ static int token_command(int argc, char **argv)
 			rw = 1;
 			break;
 		case 'e':
-			if (config_parse_duration(optarg, &expires_ms) < 0 || expires_ms == 0) {
+			if (units_parse_duration(optarg, &expires_ms) < 0 || expires_ms == 0) {
 				fprintf(stderr,
 				        "mp-primary token: --expires '%s': expected a duration "
 				        "like 30d, 12h or 90m\n",

@@ -1,0 +1,27 @@
+/* Change records (docs/PROTOCOL.md): encoding one from a transaction's
+ * effect, and applying one to a namespace as a single atomic step with its
+ * digest checked. Shared by the primary (which encodes), mirrors (which
+ * apply what they receive) and journals (which replay). */
+#ifndef MP_CHANGE_H
+#define MP_CHANGE_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "namespace.h"
+
+/* Applies an encoded record whose version must be expect_version (0: any)
+ * and checks the namespace's digest against the record's afterwards.
+ * Returns 0 and the record's version, or:
+ *   -EINVAL   the record does not decode (nothing applied)
+ *   -ERANGE   its version is not the expected one (nothing applied)
+ *   -EBADMSG  the namespace refused it or the digest differs afterwards:
+ *             the namespace no longer matches the sender's and must be
+ *             discarded (re-bootstrap).
+ * err names what was wrong. next_ino, if given, is raised past every inode
+ * the record puts. */
+int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64_t expect_version,
+                 uint64_t *ret_version, uint64_t *next_ino, char *err, size_t errlen);
+
+#endif
