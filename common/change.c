@@ -6,6 +6,41 @@
 #include <string.h>
 
 #include "msg.h"
+#include "proto.h"
+#include "txn.h"
+
+void change_encode_txn(const struct namespace *ns, const struct txn *t, uint64_t version,
+                       int64_t time, msgpack_sbuffer *sb)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	size_t n = txn_touched_count(t);
+	uint32_t count = 0;
+	struct node_rec rec;
+	for (size_t i = 0; i < n; i++)
+		if (namespace_get(ns, txn_touched_ino(t, i), &rec) == 0 ||
+		    txn_touched_existed(t, i))
+			count++;
+	uint8_t digest[DIGEST_LEN];
+	namespace_digest(ns, digest);
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_uint64(&pk, version);
+	msgpack_pack_int64(&pk, time);
+	msg_pack_binn(&pk, digest, DIGEST_LEN);
+	msgpack_pack_array(&pk, count);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ino = txn_touched_ino(t, i);
+		if (namespace_get(ns, ino, &rec) == 0) {
+			msgpack_pack_array(&pk, 2);
+			msgpack_pack_uint8(&pk, MUT_PUT);
+			msg_pack_node(&pk, &rec);
+		} else if (txn_touched_existed(t, i)) {
+			msgpack_pack_array(&pk, 2);
+			msgpack_pack_uint8(&pk, MUT_DROP);
+			msgpack_pack_uint64(&pk, ino);
+		}
+	}
+}
 
 int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64_t expect_version,
                  uint64_t *ret_version, uint64_t *next_ino, char *err, size_t errlen)

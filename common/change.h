@@ -11,6 +11,14 @@
 
 #include "namespace.h"
 
+struct txn;
+
+/* Appends to sb the change record of a transaction that has just been
+ * applied to ns: [version, time, digest of ns now, one put or drop per
+ * inode the transaction touched]. */
+void change_encode_txn(const struct namespace *ns, const struct txn *t, uint64_t version,
+                       int64_t time, msgpack_sbuffer *sb);
+
 /* Applies an encoded record whose version must be expect_version (0: any)
  * and checks the namespace's digest against the record's afterwards.
  * Returns 0 and the record's version, or:

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "change.h"
 #include "hash.h"
 #include "log.h"
 #include "primary.h"
@@ -407,39 +408,6 @@ static void success_reply(struct primary *p, struct request *r, uint64_t version
 	set_reply(r, &sb);
 }
 
-/* Encodes the change record of one committed transaction. */
-static int encode_record(struct primary *p, struct txn *t, uint64_t version, int64_t now,
-                         const uint8_t digest[DIGEST_LEN], msgpack_sbuffer *sb)
-{
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	size_t n = txn_touched_count(t);
-	uint32_t count = 0;
-	struct node_rec rec;
-	for (size_t i = 0; i < n; i++)
-		if (namespace_get(p->ns, txn_touched_ino(t, i), &rec) == 0 ||
-		    txn_touched_existed(t, i))
-			count++;
-	msgpack_pack_array(&pk, 4);
-	msgpack_pack_uint64(&pk, version);
-	msgpack_pack_int64(&pk, now);
-	msg_pack_binn(&pk, digest, DIGEST_LEN);
-	msgpack_pack_array(&pk, count);
-	for (size_t i = 0; i < n; i++) {
-		uint64_t ino = txn_touched_ino(t, i);
-		if (namespace_get(p->ns, ino, &rec) == 0) {
-			msgpack_pack_array(&pk, 2);
-			msgpack_pack_uint8(&pk, MUT_PUT);
-			msg_pack_node(&pk, &rec);
-		} else if (txn_touched_existed(t, i)) {
-			msgpack_pack_array(&pk, 2);
-			msgpack_pack_uint8(&pk, MUT_DROP);
-			msgpack_pack_uint64(&pk, ino);
-		}
-	}
-	return 0;
-}
-
 /* Runs one queued write. Returns 1 if it made a new version, 0 if it was
  * answered without one, -ENOMEM if the batch could not take it. */
 static int run_request(struct committer *cm, struct batch *b, struct request *r, int64_t now)
@@ -488,7 +456,7 @@ static int run_request(struct committer *cm, struct batch *b, struct request *r,
 	namespace_digest(p->ns, v->digest);
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
-	encode_record(p, t, version, now, v->digest, &sb);
+	change_encode_txn(p->ns, t, version, now, &sb);
 	v->record = (const uint8_t *)sb.data;
 	v->record_len = sb.size;
 	success_reply(p, r, version, ino, inos, ninos);
