@@ -230,7 +230,6 @@ static void finish_batch(struct committer *cm)
 	metric_observe(p->m_batch_size, (double)b->nversions);
 	metric_set(p->m_version, (double)p->version);
 	metric_set(p->m_entries, (double)namespace_count(p->ns));
-	send_replies(b);
 	uint64_t first = b->versions[0].version;
 	for (size_t i = 0; i < b->nversions; i++) {
 		struct changelog_entry e = {
@@ -245,11 +244,15 @@ static void finish_batch(struct committer *cm)
 	}
 	if (changelog_store_oldest(p->log) == 0)
 		changelog_set_store_oldest(p->log, first);
-	batch_free(b);
-	stream_publish(p, first, p->version);
+	/* What needs the namespace to equal the durable state runs now; then
+	 * the next batch goes to the store at once, and this batch's replies
+	 * and stream frames are written while the store works. */
 	primary_answer_parked(p);
 	run_idle_callbacks(cm);
 	form_batches(cm);
+	send_replies(b);
+	stream_publish(p, first, b->sb.version);
+	batch_free(b);
 	primary_maybe_finish_drain(p);
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "netaddr.h"
@@ -113,9 +114,24 @@ void conn_send(struct conn *c, const void *data, size_t len)
 {
 	if (c->bev == NULL)
 		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (c->p->tls == NULL && c->role != CONN_SUBSCRIBER && evbuffer_get_length(out) == 0) {
+		/* Nothing queued: write straight to the socket. Going through
+		 * the bufferevent would cost two epoll_ctl calls per reply
+		 * (write interest on, then off) and a loop turn. */
+		ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == (ssize_t)len)
+			return;
+		if (n > 0) {
+			data = (const uint8_t *)data + n;
+			len -= (size_t)n;
+		}
+		/* EAGAIN or an error: the bufferevent takes the rest and
+		 * reports any error through the event callback. */
+	}
 	bufferevent_write(c->bev, data, len);
 	if (!c->reading_paused && c->role != CONN_SUBSCRIBER &&
-	    conn_output_len(c) > CONN_OUTPUT_HIGH) {
+	    evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
 		c->reading_paused = true;
 		bufferevent_disable(c->bev, EV_READ);
 		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_HIGH / 4, 0);
@@ -173,29 +189,28 @@ bool conn_may_read_ino(const struct conn *c, uint64_t ino)
 	return path_within(c->claims.subtree, path, (size_t)n);
 }
 
-struct request *request_new(struct conn *c, const struct frame *f, const uint8_t *payload,
-                            size_t len)
+int request_decode(struct conn *c, uint8_t *payload, size_t len, struct request **ret,
+                   uint64_t *ret_id, char *err, size_t errlen)
 {
 	struct request *r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return NULL;
-	r->payload = malloc(len);
-	if (r->payload == NULL) {
-		free(r);
-		return NULL;
+	if (r == NULL) {
+		free(payload);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
 	}
-	memcpy(r->payload, payload, len);
-	char err[8];
-	if (frame_decode(r->payload, len, &r->frame, NULL, err, sizeof(err)) < 0) {
-		free(r->payload);
+	int rc = frame_decode(payload, len, &r->frame, ret_id, err, errlen);
+	if (rc < 0) {
+		free(payload);
 		free(r);
-		return NULL;
+		return rc;
 	}
+	r->payload = payload;
 	r->c = c;
 	conn_ref(c);
-	r->type = f->type;
-	r->id = f->id;
-	return r;
+	r->type = r->frame.type;
+	r->id = r->frame.id;
+	*ret = r;
+	return 0;
 }
 
 void request_free(struct request *r)
@@ -282,73 +297,67 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-static void dispatch(struct conn *c, const struct frame *f, const uint8_t *payload, size_t len)
+/* Handles one decoded frame; takes r (frees it, or queues it). */
+static void dispatch(struct conn *c, struct request *r)
 {
 	struct primary *p = c->p;
+	const struct frame *f = &r->frame;
 	if (f->type == MT_HELLO) {
 		if (c->authed) {
 			conn_send_error(c, f->id, -EPROTO, "HELLO was already sent");
-			return;
+			goto done;
 		}
 		handle_hello(c, f);
-		return;
+		goto done;
 	}
 	if (!c->authed) {
 		conn_send_error(c, f->id, -EPROTO, "%s before HELLO: send HELLO first",
 		                proto_msg_name(f->type));
-		return;
+		goto done;
 	}
 	if (f->type == MT_SUBSCRIBE) {
 		stream_subscribe(p, c, f->id, f->body);
-		return;
+		goto done;
 	}
 	if (f->type == MT_ACK) {
 		stream_ack(p, c, f->body);
-		return;
+		goto done;
 	}
 	if (c->role == CONN_SUBSCRIBER) {
 		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
 		                proto_msg_name(f->type));
-		return;
+		goto done;
 	}
 	if (rpc_is_read(f->type)) {
 		p->m_reads ? metric_add(p->m_reads, 1) : (void)0;
 		if (!committer_busy(p->committer)) {
 			rpc_read(p, c, f->type, f->id, f->body);
-			return;
+			goto done;
 		}
 		/* The namespace is ahead of the store while a batch commits:
 		 * wait for it so a read never shows a version that could
 		 * still be lost. */
-		struct request *r = request_new(c, f, payload, len);
-		if (r == NULL) {
-			conn_send_error(c, f->id, -ENOMEM, "out of memory");
-			return;
-		}
 		TAILQ_INSERT_TAIL(&p->parked_reads, r, entry);
-		return;
+		return; /* queued */
 	}
 	if (rpc_is_write(f->type)) {
 		if (p->draining) {
 			conn_send_error(c, f->id, -ESHUTDOWN, "the primary is shutting down");
-			return;
+			goto done;
 		}
 		char err[512];
 		int rc = rpc_check_write(p, c, f->type, f->body, err, sizeof(err));
 		if (rc < 0) {
 			metric_add(p->m_write_errors, 1);
 			conn_send_error(c, f->id, rc, "%s: %s", proto_msg_name(f->type), err);
-			return;
-		}
-		struct request *r = request_new(c, f, payload, len);
-		if (r == NULL) {
-			conn_send_error(c, f->id, -ENOMEM, "out of memory");
-			return;
+			goto done;
 		}
 		committer_submit(p->committer, r);
-		return;
+		return; /* queued */
 	}
 	conn_send_error(c, f->id, -EPROTO, "unknown message type %u", f->type);
+done:
+	request_free(r);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -375,22 +384,25 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)len)
 			break;
-		const uint8_t *buf = evbuffer_pullup(in, FRAME_HEADER_LEN + (ev_ssize_t)len);
-		struct frame f;
+		/* The payload leaves the input buffer into memory of its
+		 * own, so a request can be queued without copying again. */
+		uint8_t *payload = malloc(len ? len : 1);
+		if (payload == NULL) {
+			conn_close(c, "out of memory");
+			break;
+		}
+		evbuffer_drain(in, FRAME_HEADER_LEN);
+		evbuffer_remove(in, payload, len);
+		struct request *r;
 		uint64_t id = 0;
 		char err[256];
-		if (frame_decode(buf + FRAME_HEADER_LEN, len, &f, &id, err, sizeof(err)) < 0) {
+		if (request_decode(c, payload, len, &r, &id, err, sizeof(err)) < 0) {
 			metric_add(p->m_frames_rejected, 1);
-			conn_send_error(c, id, -EPROTO, "malformed frame: %s", err);
-			evbuffer_drain(in, FRAME_HEADER_LEN + (size_t)len);
 			/* Framing is intact, so the connection can go on. */
+			conn_send_error(c, id, -EPROTO, "malformed frame: %s", err);
 			continue;
 		}
-		dispatch(c, &f, buf + FRAME_HEADER_LEN, len);
-		frame_release(&f);
-		if (c->bev == NULL)
-			break;
-		evbuffer_drain(in, FRAME_HEADER_LEN + (size_t)len);
+		dispatch(c, r);
 	}
 	/* More complete frames may be waiting: come back on the next loop
 	 * turn rather than starve other connections. */

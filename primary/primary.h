@@ -102,9 +102,10 @@ struct request {
 };
 TAILQ_HEAD(request_list, request);
 
-/* Copies the payload and decodes it again so that it lives on its own. */
-struct request *request_new(struct conn *c, const struct frame *f, const uint8_t *payload,
-                            size_t len);
+/* Decodes a frame payload (malloc'd; owned by the request from here on,
+ * freed on failure too). ret_id gets the id when it could be read. */
+int request_decode(struct conn *c, uint8_t *payload, size_t len, struct request **ret,
+                   uint64_t *ret_id, char *err, size_t errlen);
 void request_free(struct request *r);
 
 /* ---- rpc.c ---- */
