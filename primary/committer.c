@@ -142,6 +142,17 @@ static void *store_thread(void *arg)
 				int r = store_commit(cm->writer, &b->sb);
 				if (r == 0)
 					break;
+				/* Another primary owns the store, or it already
+				 * holds these versions: retrying cannot help, and
+				 * going on would fork the namespace. */
+				if (r == -EBUSY || r == -EEXIST || r == -EPROTO)
+					fatal("commit of versions %llu..%llu: %s; stopping (the "
+					      "store "
+					      "belongs to another writer or was changed under this "
+					      "one)",
+					      (unsigned long long)b->versions[0].version,
+					      (unsigned long long)b->sb.version,
+					      store_error(cm->writer));
 				/* Nothing was acknowledged: keep the batch and
 				 * retry, so a store outage costs latency and
 				 * loses nothing. */
@@ -200,6 +211,7 @@ static void send_replies(struct batch *b)
 	struct request *r;
 	while ((r = TAILQ_FIRST(&b->reqs)) != NULL) {
 		TAILQ_REMOVE(&b->reqs, r, entry);
+		r->c->pending_writes--;
 		if (r->reply != NULL)
 			conn_send(r->c, r->reply, r->reply_len);
 		request_free(r);
@@ -244,13 +256,13 @@ static void finish_batch(struct committer *cm)
 	}
 	if (changelog_store_oldest(p->log) == 0)
 		changelog_set_store_oldest(p->log, first);
-	/* What needs the namespace to equal the durable state runs now; then
-	 * the next batch goes to the store at once, and this batch's replies
-	 * and stream frames are written while the store works. */
+	/* Replies first (a connection's reads come after its writes), then
+	 * what needs the namespace to equal the durable state; then the next
+	 * batch goes to the store, and the stream is fed while it works. */
+	send_replies(b);
 	primary_answer_parked(p);
 	run_idle_callbacks(cm);
 	form_batches(cm);
-	send_replies(b);
 	stream_publish(p, first, b->sb.version);
 	batch_free(b);
 	primary_maybe_finish_drain(p);
@@ -522,6 +534,7 @@ static void form_batches(struct committer *cm)
 			/* Only errors and no-ops: nothing to make durable. */
 			send_replies(b);
 			batch_free(b);
+			primary_answer_parked(p);
 			continue;
 		}
 		if (prepare_store_batch(cm, b) < 0)

@@ -103,6 +103,38 @@ void conn_close(struct conn *c, const char *reason)
 	primary_maybe_finish_drain(p);
 }
 
+#define CONN_LINGER_S 5
+
+/* Output is out: say we are done writing and wait for the peer to close,
+ * so that input still unread (the rest of an oversized frame) does not make
+ * the kernel reset the connection and drop what we sent. */
+static void linger_step(struct conn *c)
+{
+	if (c->bev == NULL || !c->closing || c->shut_wr || conn_output_len(c) > 0)
+		return;
+	c->shut_wr = true;
+	if (c->p->tls != NULL) {
+		conn_close(c, NULL);
+		return;
+	}
+	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+}
+
+void conn_close_after_flush(struct conn *c, const char *reason)
+{
+	if (c->bev == NULL || c->closing)
+		return;
+	if (reason != NULL)
+		log_info("closing connection from %s: %s", c->peer, reason);
+	c->closing = true;
+	c->reading_paused = false;
+	struct timeval linger = {CONN_LINGER_S, 0};
+	bufferevent_set_timeouts(c->bev, &linger, &linger);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	linger_step(c);
+}
+
 size_t conn_output_len(const struct conn *c)
 {
 	if (c->bev == NULL)
@@ -168,7 +200,26 @@ bool conn_may_write_path(const struct conn *c, const char *path, size_t len)
 		return true;
 	if (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write)
 		return false;
-	return path_within(c->claims.subtree, path, len);
+	/* Paths may repeat slashes and end in one; the token compares
+	 * normalised paths. A "." or ".." component is refused outright. */
+	char norm[NODE_PATH_MAX + 1];
+	size_t n = 0;
+	bool dots = false;
+	for (size_t i = 0; i < len && n < NODE_PATH_MAX; i++) {
+		if (path[i] == '/' && n > 0 && norm[n - 1] == '/')
+			continue;
+		norm[n++] = path[i];
+	}
+	if (n > 1 && norm[n - 1] == '/')
+		n--;
+	for (size_t i = 0; i < n; i++)
+		if (norm[i] == '.' && (i == 0 || norm[i - 1] == '/') &&
+		    (i + 1 == n || norm[i + 1] == '/' ||
+		     (norm[i + 1] == '.' && (i + 2 == n || norm[i + 2] == '/'))))
+			dots = true;
+	if (dots)
+		return false;
+	return path_within(c->claims.subtree, norm, n);
 }
 
 bool conn_may_read_ino(const struct conn *c, uint64_t ino)
@@ -320,7 +371,7 @@ static void dispatch(struct conn *c, struct request *r)
 		goto done;
 	}
 	if (f->type == MT_ACK) {
-		stream_ack(p, c, f->body);
+		stream_ack(p, c, f->id, f->body);
 		goto done;
 	}
 	if (c->role == CONN_SUBSCRIBER) {
@@ -330,7 +381,10 @@ static void dispatch(struct conn *c, struct request *r)
 	}
 	if (rpc_is_read(f->type)) {
 		p->m_reads ? metric_add(p->m_reads, 1) : (void)0;
-		if (!committer_busy(p->committer)) {
+		/* Reads wait while the namespace is ahead of the store, and
+		 * behind this connection's own earlier writes (read your
+		 * writes, in order, on one connection). */
+		if (!committer_busy(p->committer) && c->pending_writes == 0) {
 			rpc_read(p, c, f->type, f->id, f->body);
 			goto done;
 		}
@@ -352,6 +406,7 @@ static void dispatch(struct conn *c, struct request *r)
 			conn_send_error(c, f->id, rc, "%s: %s", proto_msg_name(f->type), err);
 			goto done;
 		}
+		c->pending_writes++;
 		committer_submit(p->committer, r);
 		return; /* queued */
 	}
@@ -365,6 +420,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct primary *p = c->p;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	if (c->closing) {
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
 	conn_ref(c); /* dispatch may close c */
 	for (int n = 0; n < CONN_FRAMES_PER_CALLBACK && c->bev != NULL; n++) {
 		uint8_t hdr[FRAME_HEADER_LEN];
@@ -378,8 +437,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			         len, (unsigned long long)p->cfg.max_frame_bytes);
 			metric_add(p->m_frames_rejected, 1);
 			conn_send_error(c, 0, -E2BIG, "%s", why);
-			bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
-			conn_close(c, why);
+			conn_close_after_flush(c, why);
 			break;
 		}
 		if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)len)
@@ -421,6 +479,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	if (c->closing) {
+		linger_step(c);
+		return;
+	}
 	if (c->reading_paused && conn_output_len(c) <= CONN_OUTPUT_HIGH / 4) {
 		c->reading_paused = false;
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
@@ -436,6 +498,11 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	struct conn *c0 = arg;
+	if (c0->closing) {
+		conn_close(c0, NULL);
+		return;
+	}
 	struct conn *c = arg;
 	char why[256];
 	if (what & BEV_EVENT_EOF) {

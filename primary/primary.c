@@ -20,6 +20,7 @@
 #define RETENTION_EVERY         5 /* housekeeping ticks between retention passes */
 #define DRAIN_MAX_NS            (30LL * 1000000000)
 #define DRAIN_FLUSH_NS          (2LL * 1000000000)
+#define STORE_LOCK_WAIT_S       10
 #define CHANGELOG_CACHE_ENTRIES 262144
 #define CHANGELOG_CACHE_BYTES   (128u << 20)
 
@@ -54,8 +55,13 @@ static int mkdir_p(const char *path)
 
 void primary_answer_parked(struct primary *p)
 {
-	struct request *r;
-	while ((r = TAILQ_FIRST(&p->parked_reads)) != NULL) {
+	if (committer_busy(p->committer))
+		return;
+	struct request *r, *next;
+	for (r = TAILQ_FIRST(&p->parked_reads); r != NULL; r = next) {
+		next = TAILQ_NEXT(r, entry);
+		if (conn_alive(r->c) && r->c->pending_writes > 0)
+			continue; /* after its connection's writes */
 		TAILQ_REMOVE(&p->parked_reads, r, entry);
 		if (conn_alive(r->c))
 			rpc_read(p, r->c, r->type, r->id, r->frame.body);
@@ -171,8 +177,10 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 
 static void arm_heartbeat(struct primary *p)
 {
-	struct timeval tv = {(time_t)(p->cfg.heartbeat_interval_ms / 1000),
-	                     (suseconds_t)(p->cfg.heartbeat_interval_ms % 1000) * 1000};
+	/* Ticks at a tenth of the interval: a subscriber quiet for an
+	 * interval hears from us within 1.1 intervals. */
+	uint64_t tick = p->cfg.heartbeat_interval_ms / 10 ? p->cfg.heartbeat_interval_ms / 10 : 1;
+	struct timeval tv = {(time_t)(tick / 1000), (suseconds_t)(tick % 1000) * 1000};
 	evtimer_del(p->heartbeat_ev);
 	evtimer_add(p->heartbeat_ev, &tv);
 }
@@ -227,6 +235,9 @@ static void reload(struct primary *p)
 		}
 	}
 	bool heartbeat_changed = next.heartbeat_interval_ms != p->cfg.heartbeat_interval_ms;
+	if (next.tls_verify_clients != p->cfg.tls_verify_clients)
+		log_warn("reload: changing 'tls.verify_clients' needs a restart; keeping %s",
+		         p->cfg.tls_verify_clients ? "true" : "false");
 	next.tls_verify_clients = p->cfg.tls_verify_clients;
 	config_free(primary_config_table, &p->cfg);
 	p->cfg = next;
@@ -366,6 +377,28 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 		fatal("out of memory");
 	struct store_meta meta;
 	struct store *writer = open_store(url, cfg->cluster_id, &meta);
+	/* One primary per store. A primary that was just killed may hold the
+	 * PostgreSQL lock a little longer (its session ends after it), so
+	 * wait a while before giving up there. */
+	for (int waited = 0;; waited++) {
+		int lr = store_lock(writer);
+		if (lr == 0)
+			break;
+		/* flock dies with its process; only a PostgreSQL session can
+		 * outlive a killed primary for a moment. */
+		bool may_wait = strcmp(store_kind(writer), "postgres") == 0;
+		if (lr != -EBUSY || !may_wait || waited >= STORE_LOCK_WAIT_S * 10)
+			fatal("store: %s", store_error(writer));
+		if (waited == 0)
+			log_warn("%s; waiting up to %d s for it to go away", store_error(writer),
+			         STORE_LOCK_WAIT_S);
+		struct timespec ts = {0, 100000000};
+		nanosleep(&ts, NULL);
+	}
+	/* Whatever a previous holder committed while we waited is in the
+	 * store now: read the meta again. */
+	if (store_init(writer, meta.cluster_id, &meta) < 0)
+		fatal("store: %s", store_error(writer));
 	struct store_meta meta2;
 	p->reader = open_store(url, meta.cluster_id, &meta2);
 	p->store_kind = store_kind(writer);

@@ -69,6 +69,9 @@ struct conn {
 	struct subscriber *sub;
 	int refs; /* the connection itself + queued requests holding it */
 	bool reading_paused;
+	bool closing;            /* conn_close_after_flush: input discarded, output draining */
+	unsigned pending_writes; /* submitted, not yet answered: later reads wait */
+	bool shut_wr;
 };
 TAILQ_HEAD(conn_list, conn);
 
@@ -78,6 +81,9 @@ void conn_unref(struct conn *c);
 /* Every error path ends here: logs reason (if any) and frees the socket. */
 void conn_close(struct conn *c, const char *reason);
 bool conn_alive(const struct conn *c);
+/* Stops serving c but lets what is queued (say, the error that explains
+ * why) reach the peer first, then closes; gives up after a few seconds. */
+void conn_close_after_flush(struct conn *c, const char *reason);
 /* Queues bytes (a whole frame) on the connection; dropped if closed. */
 void conn_send(struct conn *c, const void *data, size_t len);
 /* Sends ERROR {code, errno, message, version}. */
@@ -165,7 +171,7 @@ void changelog_set_store_oldest(struct changelog *l, uint64_t v);
 
 struct subscriber;
 void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body);
-void stream_ack(struct primary *p, struct conn *c, const msgpack_object *body);
+void stream_ack(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body);
 void stream_detach(struct primary *p, struct conn *c);
 /* New durable versions: push to live subscribers. */
 void stream_publish(struct primary *p, uint64_t first, uint64_t last);

@@ -57,6 +57,7 @@ static void read_error(struct conn *c, uint64_t id, int r, const char *what)
 }
 
 struct readdir_page {
+	const struct conn *c; /* set when the token limits what is visible */
 	msgpack_packer *pk;
 	uint32_t limit;
 	uint32_t count;
@@ -68,6 +69,8 @@ struct readdir_page {
 static int readdir_visit(void *arg, const struct node_rec *rec)
 {
 	struct readdir_page *pg = arg;
+	if (pg->c != NULL && !conn_may_read_ino(pg->c, rec->ino))
+		return 0;
 	if (pg->count == pg->limit) {
 		pg->more = true;
 		return 1;
@@ -117,6 +120,9 @@ static void do_readdir(struct primary *p, struct conn *c, uint64_t id, const msg
 	msgpack_sbuffer_init(&entries);
 	msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
 	struct readdir_page pg = {.pk = &epk, .limit = (uint32_t)limit};
+	if (!c->open_access && c->claims.kind == TOKEN_CLIENT &&
+	    strcmp(c->claims.subtree, "/") != 0)
+		pg.c = c;
 	namespace_readdir(p->ns, dir.ino, cursor, clen, readdir_visit, &pg);
 
 	msgpack_sbuffer sb;

@@ -117,6 +117,11 @@ const char *store_error(const struct store *st)
 	return st->err;
 }
 
+int store_lock(struct store *st)
+{
+	return st->ops->lock(st);
+}
+
 const char *store_kind(const struct store *st)
 {
 	return st->ops->kind;

@@ -69,6 +69,12 @@ const char *store_kind(const struct store *st);
  * another cluster is refused with -EEXIST. Fills ret_meta. */
 int store_init(struct store *st, const char *want_cluster_id, struct store_meta *ret_meta);
 
+/* Takes the store for this process alone, as its one writer: -EBUSY when
+ * another process holds it. Held until store_close. A PostgreSQL
+ * connection takes it again after a reconnect and fails every call with
+ * -EBUSY if it cannot (another primary took over). */
+int store_lock(struct store *st);
+
 typedef int (*store_node_fn)(void *arg, const struct node_rec *rec);
 /* Calls fn for every node (any order); fn returning < 0 stops with that. */
 int store_load_nodes(struct store *st, store_node_fn fn, void *arg);
@@ -83,7 +89,7 @@ typedef int (*store_change_fn)(void *arg, const struct store_version *v);
 /* Calls fn for versions >= from in order, at most max_count of them and
  * stopping after max_bytes of records. */
 int store_read_changes(struct store *st, uint64_t from, size_t max_count, size_t max_bytes,
-		       store_change_fn fn, void *arg);
+                       store_change_fn fn, void *arg);
 
 /* The newest version committed before time (ns), 0 if none. */
 int store_log_version_before(struct store *st, int64_t time, uint64_t *ret_version);

@@ -41,6 +41,7 @@ struct store_ops {
 	                    store_change_fn fn, void *arg);
 	int (*log_version_before)(struct store *st, int64_t time, uint64_t *ret_version);
 	int (*trim_log)(struct store *st, uint64_t below);
+	int (*lock)(struct store *st);
 };
 
 /* Each backend's struct starts with this. */

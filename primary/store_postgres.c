@@ -125,6 +125,8 @@ struct pg_store {
 	PGconn *conn;
 	/* Set when the connection failed: the next call resets it. */
 	bool broken;
+	bool want_lock;    /* the writer: hold the advisory lock */
+	bool lost_lock;    /* another session holds it: every call fails */
 	unsigned prepared; /* bit per enum pg_stmt */
 	/* A commit whose COMMIT went out but whose answer was lost: the
 	 * next commit of the same batch checks whether it landed. */
@@ -360,10 +362,46 @@ static int pg_session_setup(struct pg_store *p)
 	                PGRES_TUPLES_OK, "session setup");
 }
 
+/* A session-level advisory lock marks the one writer of a database; it goes
+ * away with the session, so a dead primary's claim ends when its backend
+ * does (after any COMMIT it had sent has landed). */
+#define PG_PRIMARY_LOCK_KEY "7020826370290430322" /* "mp-prim" */
+
+static int pg_take_lock(struct pg_store *p)
+{
+	PGresult *res = PQexec(p->conn, "SELECT pg_try_advisory_lock(" PG_PRIMARY_LOCK_KEY ")");
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		int r = pg_fail(p, res, "lock");
+		PQclear(res);
+		return r;
+	}
+	bool got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (!got) {
+		store_seterr(&p->base, "the database is in use by another mp-primary (advisory "
+		                       "lock " PG_PRIMARY_LOCK_KEY " is held)");
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int pg_lock(struct store *st)
+{
+	struct pg_store *p = pg(st);
+	int r = pg_take_lock(p);
+	if (r == 0)
+		p->want_lock = true;
+	return r;
+}
+
 /* Every call starts here: a connection that failed in the previous call
  * is reset now, so the caller can simply retry. */
 static int pg_ready(struct pg_store *p)
 {
+	if (p->lost_lock) {
+		store_seterr(&p->base, "lost the store to another mp-primary after a reconnect");
+		return -EBUSY;
+	}
 	if (!p->broken && PQstatus(p->conn) == CONNECTION_OK)
 		return 0;
 	PQreset(p->conn);
@@ -375,7 +413,13 @@ static int pg_ready(struct pg_store *p)
 		return -ECONNRESET;
 	}
 	p->broken = false;
-	return pg_session_setup(p);
+	int r = pg_session_setup(p);
+	if (r == 0 && p->want_lock) {
+		r = pg_take_lock(p);
+		if (r == -EBUSY)
+			p->lost_lock = true;
+	}
+	return r;
 }
 
 static int pg_prepare(struct pg_store *p, enum pg_stmt i)
@@ -1024,6 +1068,7 @@ static const struct store_ops pg_ops = {
     .read_changes = pg_read_changes,
     .log_version_before = pg_log_version_before,
     .trim_log = pg_trim_log,
+    .lock = pg_lock,
 };
 
 int store_postgres_open(const char *url, struct store **ret, char **ret_err)

@@ -2,6 +2,9 @@
  * so a commit is on disk when store_commit returns and a second connection
  * can read the change log while the first one commits. */
 #include <errno.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +74,8 @@ static const char *const sq_sql[SQ_COUNT] = {
 
 struct sq_store {
 	struct store base;
+	char *path;
+	int lock_fd; /* flock held by the writer, -1 otherwise */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[SQ_COUNT];
 };
@@ -178,7 +183,45 @@ static void sq_close(struct store *st)
 	for (size_t i = 0; i < SQ_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->path);
 	free(s);
+}
+
+/* SQLite's own locks last one transaction; the writer's claim on the store
+ * lasts the process, through a flock on a file beside the database. */
+static int sq_lock(struct store *st)
+{
+	struct sq_store *s = sq(st);
+	if (s->lock_fd >= 0)
+		return 0;
+	char *lp = NULL;
+	if (asprintf(&lp, "%s-primary.lock", s->path) < 0)
+		return -ENOMEM;
+	int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int e = errno;
+		store_seterr(st, "cannot open lock file '%s': %s", lp, strerror(e));
+		free(lp);
+		return -e;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == EWOULDBLOCK) {
+			store_seterr(st, "'%s' is in use by another mp-primary (lock file '%s')",
+			             s->path, lp);
+			free(lp);
+			return -EBUSY;
+		}
+		store_seterr(st, "cannot lock '%s': %s", lp, strerror(e));
+		free(lp);
+		return -e;
+	}
+	free(lp);
+	s->lock_fd = fd;
+	return 0;
 }
 
 static int sq_init_begin(struct store *st)
@@ -568,6 +611,7 @@ static const struct store_ops sq_ops = {
     .read_changes = sq_read_changes,
     .log_version_before = sq_log_version_before,
     .trim_log = sq_trim_log,
+    .lock = sq_lock,
 };
 
 /* mkdir -p of the directory holding path. */
@@ -649,6 +693,12 @@ int store_sqlite_open(const char *path, struct store **ret, char **ret_err)
 	if (s == NULL)
 		return -ENOMEM;
 	s->base.ops = &sq_ops;
+	s->lock_fd = -1;
+	s->path = strdup(path);
+	if (s->path == NULL) {
+		free(s);
+		return -ENOMEM;
+	}
 	/* NOMUTEX: a connection is used by one thread at a time (store.h). */
 	int rc = sqlite3_open_v2(
 	    path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -681,6 +731,7 @@ int store_sqlite_open(const char *path, struct store **ret, char **ret_err)
 	return 0;
 fail:
 	sqlite3_close(s->db);
+	free(s->path);
 	free(s);
 	return r;
 }

@@ -300,7 +300,14 @@ static void request_snapshot(struct primary *p, struct subscriber *sub)
 
 /* ---- subscription ---- */
 
-/* The digest the primary had at version v, if it still knows it. */
+static int copy_digest(void *arg, const struct store_version *v)
+{
+	memcpy(arg, v->digest, DIGEST_LEN);
+	return 0;
+}
+
+/* The digest the primary had at version v: from memory, else from the
+ * store's change log; -ENOENT once the log no longer holds v. */
 static int digest_at(struct primary *p, uint64_t v, uint8_t out[DIGEST_LEN])
 {
 	if (v == p->version) {
@@ -312,7 +319,14 @@ static int digest_at(struct primary *p, uint64_t v, uint8_t out[DIGEST_LEN])
 		memcpy(out, e->digest, DIGEST_LEN);
 		return 0;
 	}
-	return -ENOENT;
+	uint64_t oldest, newest;
+	if (store_log_bounds(p->reader, &oldest, &newest) < 0)
+		return -EIO;
+	if (v < oldest || v > newest)
+		return -ENOENT;
+	if (store_read_changes(p->reader, v, 1, 1, copy_digest, out) < 0)
+		return -EIO;
+	return 0;
 }
 
 void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
@@ -387,12 +401,20 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 		}
 	}
 	uint8_t mine[DIGEST_LEN];
-	if (!snapshot && from > 0 && digest != NULL && digest_at(p, from, mine) == 0 &&
-	    memcmp(mine, digest, DIGEST_LEN) != 0) {
-		snapshot = true;
-		why = "its digest differs from the primary's at that version (divergence)";
-		log_warn("site %s at version %llu diverged from the primary: re-bootstrapping it",
-		         name, (unsigned long long)from);
+	if (!snapshot && from > 0 && digest != NULL) {
+		int dr = digest_at(p, from, mine);
+		if (dr < 0) {
+			/* Unverifiable is not trusted: the mirror may hold
+			 * anything. */
+			snapshot = true;
+			why = "its digest at that version can no longer be checked";
+		} else if (memcmp(mine, digest, DIGEST_LEN) != 0) {
+			snapshot = true;
+			why = "its digest differs from the primary's at that version (divergence)";
+			log_warn("site %s at version %llu diverged from the primary: "
+			         "re-bootstrapping it",
+			         name, (unsigned long long)from);
+		}
 	}
 
 	msgpack_sbuffer sb;
@@ -424,17 +446,17 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	stream_pump(p, c);
 }
 
-void stream_ack(struct primary *p, struct conn *c, const msgpack_object *body)
+void stream_ack(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
 {
 	char err[200];
 	uint64_t v;
 	struct subscriber *sub = c->sub;
 	if (sub == NULL) {
-		conn_send_error(c, 0, -EPROTO, "ACK without SUBSCRIBE");
+		conn_send_error(c, id, -EPROTO, "ACK without SUBSCRIBE");
 		return;
 	}
 	if (msg_get_u64(body, "version", true, UINT64_MAX, &v, err, sizeof(err)) < 0) {
-		conn_send_error(c, 0, -EINVAL, "ACK: %s", err);
+		conn_send_error(c, id, -EINVAL, "ACK: %s", err);
 		return;
 	}
 	if (v >= sub->next && sub->state != SUB_WAIT_SNAPSHOT) {
@@ -501,7 +523,7 @@ void stream_heartbeat(struct primary *p)
 	struct subscriber *sub;
 	LIST_FOREACH(sub, &p->subscribers, entry)
 	{
-		if (sub->state == SUB_WAIT_SNAPSHOT || now - sub->last_send_ns < interval * 9 / 10)
+		if (sub->state == SUB_WAIT_SNAPSHOT || now - sub->last_send_ns < interval)
 			continue;
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
