@@ -24,8 +24,8 @@
 #include "txn.h"
 
 struct idle_cb {
-	void (*fn)(struct primary *p, void *arg);
-	void *arg;
+	void (*fn)(void *ctx);
+	void *ctx;
 };
 
 struct batch {
@@ -225,7 +225,7 @@ static void run_idle_callbacks(struct committer *cm)
 		struct idle_cb cb = cm->idle[0];
 		memmove(cm->idle, cm->idle + 1, (cm->nidle - 1) * sizeof(*cm->idle));
 		cm->nidle--;
-		cb.fn(cm->p, cb.arg);
+		cb.fn(cb.ctx);
 	}
 }
 
@@ -263,7 +263,7 @@ static void finish_batch(struct committer *cm)
 	primary_answer_parked(p);
 	run_idle_callbacks(cm);
 	form_batches(cm);
-	stream_publish(p, first, b->sb.version);
+	stream_publish(p->stream, first, b->sb.version);
 	batch_free(b);
 	primary_maybe_finish_drain(p);
 }
@@ -347,10 +347,10 @@ bool committer_store_failing(const struct committer *cm)
 	return f;
 }
 
-void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, void *arg), void *arg)
+void committer_when_idle(struct committer *cm, void (*fn)(void *ctx), void *ctx)
 {
 	if (cm->inflight == NULL) {
-		fn(cm->p, arg);
+		fn(ctx);
 		return;
 	}
 	if (cm->nidle == cm->capidle) {
@@ -363,7 +363,7 @@ void committer_when_idle(struct committer *cm, void (*fn)(struct primary *p, voi
 		cm->idle = n;
 		cm->capidle = cap;
 	}
-	cm->idle[cm->nidle++] = (struct idle_cb){fn, arg};
+	cm->idle[cm->nidle++] = (struct idle_cb){fn, ctx};
 }
 
 void committer_trim(struct committer *cm, uint64_t below)

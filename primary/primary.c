@@ -69,15 +69,6 @@ void primary_answer_parked(struct primary *p)
 	}
 }
 
-static bool outputs_flushed(struct primary *p)
-{
-	struct conn *c;
-	TAILQ_FOREACH(c, &p->conns, entry)
-	if (conn_output_len(c) > 0)
-		return false;
-	return true;
-}
-
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct primary *p = arg;
@@ -93,14 +84,13 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 		          "writes unacknowledged (none of them was reported as done)",
 		          committer_queued(p->committer) + (committer_busy(p->committer) ? 1 : 0));
 		exit_code = 1;
-	} else if (!outputs_flushed(p) && now - drain_started < DRAIN_MAX_NS + DRAIN_FLUSH_NS) {
+	} else if (!server_outputs_flushed(p->server) &&
+	           now - drain_started < DRAIN_MAX_NS + DRAIN_FLUSH_NS) {
 		struct timeval tv = {0, 20000};
 		evtimer_add(p->drain_ev, &tv);
 		return;
 	}
-	struct conn *c;
-	while ((c = TAILQ_FIRST(&p->conns)) != NULL)
-		conn_close(c, NULL);
+	server_close_all(p->server);
 	event_base_loopexit(p->base, NULL);
 }
 
@@ -124,8 +114,7 @@ static void start_drain(struct primary *p, const char *why)
 	         committer_queued(p->committer));
 	p->draining = true;
 	drain_started = primary_now_ns();
-	netaddr_listener_free(p->listener);
-	p->listener = NULL;
+	server_stop_listening(p->server);
 	primary_maybe_finish_drain(p);
 }
 
@@ -147,7 +136,7 @@ static void retention_pass(struct primary *p)
 	/* Keep what either limit wants, what a mirror still needs, and never
 	 * more than the hard cap. */
 	uint64_t keep_from = keep_count < before + 1 ? keep_count : before + 1;
-	uint64_t needed = stream_min_needed(p);
+	uint64_t needed = stream_min_needed(p->stream);
 	if (needed < keep_from)
 		keep_from = needed;
 	if (newest >= p->cfg.retention_hard_cap &&
@@ -167,12 +156,13 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	struct primary *p = arg;
 	if (++housekeeping_ticks % RETENTION_EVERY == 0 && !p->draining)
 		retention_pass(p);
-	stream_update_metrics(p);
+	stream_update_metrics(p->stream);
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
-	stream_heartbeat(arg);
+	struct primary *p = arg;
+	stream_heartbeat(p->stream);
 }
 
 static void arm_heartbeat(struct primary *p)
@@ -242,6 +232,9 @@ static void reload(struct primary *p)
 	config_free(primary_config_table, &p->cfg);
 	p->cfg = next;
 	log_set_level((enum log_level)p->cfg.log_level);
+	server_set_limits(p->server, p->cfg.max_frame_bytes, p->cfg.idle_timeout_ms,
+	                  p->cfg.max_connections);
+	stream_set_heartbeat(p->stream, p->cfg.heartbeat_interval_ms, p->cfg.retention_max_age_ms);
 	if (heartbeat_changed)
 		arm_heartbeat(p);
 	log_info("configuration reloaded from %s", p->config_path);
@@ -270,10 +263,64 @@ static int last_version_time(void *arg, const struct store_version *v)
 	return 0;
 }
 
-static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void conn_closed(void *owner, struct conn *c)
 {
-	conn_accept(arg, fd);
+	struct primary *p = owner;
+	if (c->sub != NULL)
+		stream_detach(p->stream, c);
+	primary_maybe_finish_drain(p);
+}
+
+static void conn_writable(void *owner, struct conn *c)
+{
+	struct primary *p = owner;
+	stream_pump(p->stream, c);
+}
+
+static uint64_t durable_version(void *owner)
+{
+	struct primary *p = owner;
+	return p->version;
+}
+
+static const struct server_ops primary_server_ops = {
+    .dispatch = rpc_dispatch,
+    .closed = conn_closed,
+    .writable = conn_writable,
+    .version = durable_version,
+};
+
+struct log_read {
+	changelog_read_fn fn;
+	void *arg;
+};
+
+static int log_read_adapter(void *arg, const struct store_version *v)
+{
+	struct log_read *lr = arg;
+	struct changelog_entry e = {.version = v->version,
+	                            .time = v->time,
+	                            .record = (uint8_t *)v->record,
+	                            .record_len = v->record_len};
+	memcpy(e.digest, v->digest, DIGEST_LEN);
+	return lr->fn(lr->arg, &e);
+}
+
+static int read_log(void *owner, uint64_t from, size_t max_count, size_t max_bytes,
+                    changelog_read_fn fn, void *arg, char *err, size_t errlen)
+{
+	struct primary *p = owner;
+	struct log_read lr = {fn, arg};
+	int r = store_read_changes(p->reader, from, max_count, max_bytes, log_read_adapter, &lr);
+	if (r < 0 && r != -1)
+		snprintf(err, errlen, "%s", store_error(p->reader));
+	return r;
+}
+
+static void when_idle(void *owner, void (*fn)(void *ctx), void *ctx)
+{
+	struct primary *p = owner;
+	committer_when_idle(p->committer, fn, ctx);
 }
 
 static void register_metrics(struct primary *p)
@@ -293,18 +340,10 @@ static void register_metrics(struct primary *p)
 	p->m_commit_seconds = metrics_histogram(
 	    m, "mp_primary_commit_seconds", "Time from forming a batch to its durable commit",
 	    latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]));
-	p->m_subscribers = metrics_gauge(m, "mp_primary_subscribers", "Connected mirrors");
-	p->m_lag_versions =
-	    metrics_labeled(m, "mp_primary_site_lag_versions",
-	                    "Versions a site has not acknowledged", METRIC_GAUGE, "site");
-	p->m_lag_seconds = metrics_labeled(m, "mp_primary_site_lag_seconds",
-	                                   "Age of the oldest version a site has not acknowledged",
-	                                   METRIC_GAUGE, "site");
 	p->m_connections = metrics_gauge(m, "mp_primary_connections", "Open connections");
 	p->m_entries = metrics_gauge(m, "mp_primary_namespace_entries", "Inodes in the namespace");
 	p->m_frames_rejected = metrics_counter(m, "mp_primary_frames_rejected_total",
 	                                       "Frames refused as malformed or oversized");
-	p->m_snapshots = metrics_counter(m, "mp_primary_snapshots_total", "Snapshots sent");
 }
 
 static char *store_url(const struct primary_config *cfg)
@@ -334,10 +373,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	memset(p, 0, sizeof(*p));
 	p->cfg = *cfg;
 	p->config_path = config_path;
-	TAILQ_INIT(&p->conns);
 	TAILQ_INIT(&p->parked_reads);
-	LIST_INIT(&p->subscribers);
-	LIST_INIT(&p->sites);
 	p->started = primary_now_ns();
 	log_set_prefix("mp-primary");
 	log_set_level((enum log_level)cfg->log_level);
@@ -444,8 +480,39 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	p->committer = committer_new(p, writer, &err);
 	if (p->committer == NULL)
 		fatal("%s", err ? err : "cannot start the committer");
-	p->listener = netaddr_listen(p->base, cfg->listen, accept_cb, p, &err);
-	if (p->listener == NULL)
+	struct stream_host shost = {
+	    .owner = p,
+	    .ns = &p->ns,
+	    .version = &p->version,
+	    .digest = p->digest,
+	    .next_ino = &p->next_ino,
+	    .cluster_id = p->cluster_id,
+	    .log = p->log,
+	    .read_log = read_log,
+	    .when_idle = when_idle,
+	    .heartbeat_ms = cfg->heartbeat_interval_ms,
+	    .site_keep_ms = cfg->retention_max_age_ms,
+	    .metrics = p->metrics,
+	    .metric_prefix = "mp_primary",
+	};
+	p->stream = stream_new(&shost);
+	if (p->stream == NULL)
+		fatal("out of memory");
+	struct server_config scfg = {
+	    .listen = cfg->listen,
+	    .role = "primary",
+	    .cluster_id = p->cluster_id,
+	    .tls = p->tls,
+	    .secret = p->secret,
+	    .secret_len = p->secret_len,
+	    .max_frame_bytes = cfg->max_frame_bytes,
+	    .idle_timeout_ms = cfg->idle_timeout_ms,
+	    .max_connections = cfg->max_connections,
+	    .m_connections = p->m_connections,
+	    .m_frames_rejected = p->m_frames_rejected,
+	};
+	p->server = server_new(p->base, &scfg, &primary_server_ops, p, &err);
+	if (p->server == NULL)
 		fatal("%s", err);
 	char host[NETADDR_HOST_MAX];
 	uint16_t port;
@@ -471,24 +538,21 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	p->drain_ev = evtimer_new(p->base, drain_cb, p);
 
 	log_info("cluster %s: serving on %s (port %u), admin on %s (port %u), store %s%s",
-	         p->cluster_id, cfg->listen, netaddr_listener_port(p->listener), cfg->admin,
+	         p->cluster_id, cfg->listen, server_port(p->server), cfg->admin,
 	         admin_port(p->admin), p->store_kind, p->tls ? ", TLS" : "");
 	free(url);
 
 	event_base_dispatch(p->base);
 
 	log_info("stopped at version %llu", (unsigned long long)p->version);
-	struct conn *c;
-	while ((c = TAILQ_FIRST(&p->conns)) != NULL)
-		conn_close(c, NULL);
+	server_free(p->server);
 	committer_free(p->committer);
 	struct request *rq;
 	while ((rq = TAILQ_FIRST(&p->parked_reads)) != NULL) {
 		TAILQ_REMOVE(&p->parked_reads, rq, entry);
 		request_free(rq);
 	}
-	stream_free_sites(p);
-	netaddr_listener_free(p->listener);
+	stream_free(p->stream);
 	admin_free(p->admin);
 	event_free(p->sigterm_ev);
 	event_free(p->sigint_ev);

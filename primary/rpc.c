@@ -1,6 +1,5 @@
-/* Request handlers of mp-primary: reads answered from the namespace, and
- * writes checked when they arrive and executed inside a transaction when the
- * committer forms a batch. */
+/* Write requests of mp-primary: checked when they arrive, executed inside
+ * a transaction when the committer forms a batch. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,235 +8,8 @@
 
 #include "primary.h"
 #include "proto.h"
+#include "reads.h"
 #include "txn.h"
-
-bool rpc_is_read(uint32_t type)
-{
-	return type >= MT_VERSION && type <= MT_READDIR;
-}
-
-bool rpc_is_write(uint32_t type)
-{
-	return type >= MT_MKDIR && type <= MT_BATCH;
-}
-
-static void reply_node(struct primary *p, struct conn *c, uint64_t id, const struct node_rec *rec)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_REPLY, id, 2);
-	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
-	msg_pack_key(&pk, "node");
-	msg_pack_node(&pk, rec);
-	msg_end(&sb);
-	conn_send(c, sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-}
-
-static void read_error(struct conn *c, uint64_t id, int r, const char *what)
-{
-	switch (r) {
-	case -ENOENT:
-		conn_send_error(c, id, r, "%s does not exist", what);
-		break;
-	case -ENOTDIR:
-		conn_send_error(c, id, r, "%s: not a directory", what);
-		break;
-	case -EACCES:
-		conn_send_error(c, id, r, "%s is outside the token's subtree", what);
-		break;
-	default:
-		conn_send_error(c, id, r,
-		                "%s: invalid (absolute path, names of 1..255 bytes "
-		                "without '/', not . or ..)",
-		                what);
-	}
-}
-
-struct readdir_page {
-	const struct conn *c; /* set when the token limits what is visible */
-	msgpack_packer *pk;
-	uint32_t limit;
-	uint32_t count;
-	bool more;
-	const char *last;
-	uint8_t last_len;
-};
-
-static int readdir_visit(void *arg, const struct node_rec *rec)
-{
-	struct readdir_page *pg = arg;
-	if (pg->c != NULL && !conn_may_read_ino(pg->c, rec->ino))
-		return 0;
-	if (pg->count == pg->limit) {
-		pg->more = true;
-		return 1;
-	}
-	msg_pack_node(pg->pk, rec);
-	pg->count++;
-	pg->last = rec->name;
-	pg->last_len = rec->name_len;
-	return 0;
-}
-
-static void do_readdir(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
-{
-	char err[256];
-	struct node_rec dir;
-	uint64_t ino = 0, limit = READDIR_DEFAULT_LIMIT;
-	const char *path = NULL, *cursor = NULL;
-	size_t plen = 0, clen = 0;
-	int r = msg_get_u64(body, "ino", false, UINT64_MAX, &ino, err, sizeof(err));
-	if (r == 1)
-		r = msg_get_bytes(body, "path", false, 1, NODE_PATH_MAX, &path, &plen, err,
-		                  sizeof(err));
-	if (r == 0)
-		r = msg_get_bytes(body, "cursor", false, 0, NODE_NAME_MAX, &cursor, &clen, err,
-		                  sizeof(err));
-	if (r == 1)
-		r = 0;
-	if (r == 0)
-		r = msg_get_u64(body, "limit", false, READDIR_MAX_LIMIT, &limit, err, sizeof(err));
-	if (r < 0 || (ino == 0 && path == NULL) || limit == 0) {
-		conn_send_error(c, id, -EINVAL, "READDIR: %s",
-		                r < 0 ? err : "needs 'ino' or 'path' and a limit of 1..10000");
-		return;
-	}
-	r = path != NULL ? namespace_resolve(p->ns, path, plen, &dir)
-	                 : namespace_get(p->ns, ino, &dir);
-	if (r == 0 && dir.type != NODE_DIR)
-		r = -ENOTDIR;
-	if (r == 0 && !conn_may_read_ino(c, dir.ino))
-		r = -EACCES;
-	if (r < 0) {
-		read_error(c, id, r, "READDIR: the directory");
-		return;
-	}
-	msgpack_sbuffer entries;
-	msgpack_packer epk;
-	msgpack_sbuffer_init(&entries);
-	msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
-	struct readdir_page pg = {.pk = &epk, .limit = (uint32_t)limit};
-	if (!c->open_access && c->claims.kind == TOKEN_CLIENT &&
-	    strcmp(c->claims.subtree, "/") != 0)
-		pg.c = c;
-	namespace_readdir(p->ns, dir.ino, cursor, clen, readdir_visit, &pg);
-
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_REPLY, id, 4);
-	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
-	msg_pack_key(&pk, "dir");
-	msgpack_pack_uint64(&pk, dir.ino);
-	msg_pack_key(&pk, "entries");
-	msgpack_pack_array(&pk, pg.count);
-	msg_pack_raw(&pk, entries.data, entries.size);
-	msg_pack_key(&pk, "next");
-	if (pg.more)
-		msg_pack_strn(&pk, pg.last, pg.last_len);
-	else
-		msgpack_pack_nil(&pk);
-	msg_end(&sb);
-	conn_send(c, sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	msgpack_sbuffer_destroy(&entries);
-}
-
-void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
-              const msgpack_object *body)
-{
-	char err[256];
-	struct node_rec rec;
-	int r;
-	switch (type) {
-	case MT_VERSION: {
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
-		msgpack_sbuffer_init(&sb);
-		msg_begin(&sb, &pk, MT_REPLY, id, 2);
-		msg_pack_key(&pk, "version");
-		msgpack_pack_uint64(&pk, p->version);
-		msg_pack_key(&pk, "cluster_id");
-		msg_pack_cstr(&pk, p->cluster_id);
-		msg_end(&sb);
-		conn_send(c, sb.data, sb.size);
-		msgpack_sbuffer_destroy(&sb);
-		return;
-	}
-	case MT_LOOKUP: {
-		uint64_t parent;
-		const char *name;
-		size_t nlen;
-		if (msg_get_u64(body, "parent", true, UINT64_MAX, &parent, err, sizeof(err)) < 0 ||
-		    msg_get_bytes(body, "name", true, 1, NODE_NAME_MAX, &name, &nlen, err,
-		                  sizeof(err)) < 0) {
-			conn_send_error(c, id, -EINVAL, "LOOKUP: %s", err);
-			return;
-		}
-		r = namespace_lookup(p->ns, parent, name, nlen, &rec);
-		if (r == 0 && !conn_may_read_ino(c, rec.ino))
-			r = -EACCES;
-		if (r < 0) {
-			char what[300];
-			snprintf(what, sizeof(what), "LOOKUP: '%.*s' in directory %llu",
-			         (int)(nlen > 200 ? 200 : nlen), name, (unsigned long long)parent);
-			read_error(c, id, r, what);
-			return;
-		}
-		reply_node(p, c, id, &rec);
-		return;
-	}
-	case MT_GETATTR: {
-		uint64_t ino;
-		if (msg_get_u64(body, "ino", true, UINT64_MAX, &ino, err, sizeof(err)) < 0) {
-			conn_send_error(c, id, -EINVAL, "GETATTR: %s", err);
-			return;
-		}
-		r = namespace_get(p->ns, ino, &rec);
-		if (r == 0 && !conn_may_read_ino(c, rec.ino))
-			r = -EACCES;
-		if (r < 0) {
-			char what[64];
-			snprintf(what, sizeof(what), "GETATTR: inode %llu",
-			         (unsigned long long)ino);
-			read_error(c, id, r, what);
-			return;
-		}
-		reply_node(p, c, id, &rec);
-		return;
-	}
-	case MT_RESOLVE: {
-		const char *path;
-		size_t plen;
-		if (msg_get_bytes(body, "path", true, 1, NODE_PATH_MAX, &path, &plen, err,
-		                  sizeof(err)) < 0) {
-			conn_send_error(c, id, -EINVAL, "RESOLVE: %s", err);
-			return;
-		}
-		r = namespace_resolve(p->ns, path, plen, &rec);
-		if (r == 0 && !conn_may_read_ino(c, rec.ino))
-			r = -EACCES;
-		if (r < 0) {
-			char what[300];
-			snprintf(what, sizeof(what), "RESOLVE: '%.*s'",
-			         (int)(plen > 200 ? 200 : plen), path);
-			read_error(c, id, r, what);
-			return;
-		}
-		reply_node(p, c, id, &rec);
-		return;
-	}
-	case MT_READDIR:
-		do_readdir(p, c, id, body);
-		return;
-	}
-}
-
-/* ---- writes ---- */
 
 static int get_path(const msgpack_object *body, const char *key, const char **ret, size_t *len,
                     char *err, size_t errlen)
@@ -313,7 +85,7 @@ int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgp
 			return -EINVAL;
 		}
 		uint64_t t = op->via.array.ptr[0].via.u64;
-		if (!rpc_is_write((uint32_t)t) || t == MT_BATCH || t > UINT32_MAX) {
+		if (!reads_is_write((uint32_t)t) || t == MT_BATCH || t > UINT32_MAX) {
 			snprintf(err, errlen, "op %u: type %llu is not a write operation", i,
 			         (unsigned long long)t);
 			return -EINVAL;
@@ -489,4 +261,62 @@ int rpc_execute_write(struct primary *p, struct txn *t, struct conn *c, uint32_t
 	*ret_inos = inos;
 	*ret_ninos = ops->size;
 	return 0;
+}
+
+void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
+              const msgpack_object *body)
+{
+	struct read_view v = {p->ns, p->version, p->cluster_id};
+	reads_answer(&v, c, type, id, body);
+}
+
+void rpc_dispatch(void *owner, struct conn *c, struct request *r)
+{
+	struct primary *p = owner;
+	const struct frame *f = &r->frame;
+	if (f->type == MT_SUBSCRIBE) {
+		stream_subscribe(p->stream, c, f->id, f->body);
+		goto done;
+	}
+	if (f->type == MT_ACK) {
+		stream_ack(p->stream, c, f->id, f->body);
+		goto done;
+	}
+	if (c->role == CONN_SUBSCRIBER) {
+		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
+		                proto_msg_name(f->type));
+		goto done;
+	}
+	if (reads_is_read(f->type)) {
+		metric_add(p->m_reads, 1);
+		/* Reads wait while the namespace is ahead of the store (so a
+		 * read never shows a version that could still be lost), and
+		 * behind this connection's own earlier writes (read your
+		 * writes, in order, on one connection). */
+		if (!committer_busy(p->committer) && c->pending_writes == 0) {
+			rpc_read(p, c, f->type, f->id, f->body);
+			goto done;
+		}
+		TAILQ_INSERT_TAIL(&p->parked_reads, r, entry);
+		return; /* queued */
+	}
+	if (reads_is_write(f->type)) {
+		if (p->draining) {
+			conn_send_error(c, f->id, -ESHUTDOWN, "the primary is shutting down");
+			goto done;
+		}
+		char err[512];
+		int rc = rpc_check_write(p, c, f->type, f->body, err, sizeof(err));
+		if (rc < 0) {
+			metric_add(p->m_write_errors, 1);
+			conn_send_error(c, f->id, rc, "%s: %s", proto_msg_name(f->type), err);
+			goto done;
+		}
+		c->pending_writes++;
+		committer_submit(p->committer, r);
+		return; /* queued */
+	}
+	conn_send_error(c, f->id, -EPROTO, "unknown message type %u", f->type);
+done:
+	request_free(r);
 }

@@ -56,7 +56,7 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_uint(&w, changelog_oldest_cached(p->log));
 	json_end_object(&w);
 	json_key(&w, "connections");
-	json_uint(&w, p->nconns);
+	json_uint(&w, server_connections(p->server));
 	json_key(&w, "queued_writes");
 	json_uint(&w, committer_queued(p->committer));
 	json_key(&w, "draining");
@@ -64,7 +64,7 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_key(&w, "uptime_seconds");
 	json_double(&w, (double)(primary_now_ns() - p->started) / 1e9);
 	json_key(&w, "subscribers");
-	stream_write_status(p, &w);
+	stream_write_status(p->stream, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;
@@ -74,7 +74,7 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 static int metrics(void *arg, struct evbuffer *body, const char **ret_content_type)
 {
 	struct primary *p = arg;
-	stream_update_metrics(p);
+	stream_update_metrics(p->stream);
 	return metrics_handler(p->metrics, body, ret_content_type);
 }
 

@@ -1,10 +1,7 @@
-/* The newest part of the change log kept in memory, so that live and
- * slightly lagging subscribers are served without reading the store. Older
- * versions are read from the store's changelog table. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "primary.h"
+#include "changelog.h"
 
 struct changelog {
 	struct changelog_entry *ring;

@@ -1,8 +1,7 @@
-/* Client connections of mp-primary: frames in, dispatch, replies out. Every
- * error path funnels into conn_close(); the struct lives on while queued
- * requests still reference it, so a reply to a closed client is dropped
- * rather than written to freed memory. */
+#include "server.h"
+
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,30 +10,40 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "log.h"
 #include "netaddr.h"
-#include "primary.h"
 #include "proto.h"
 #include "tls.h"
-#include "txn.h"
+#include "token.h"
 
 /* Output above this stops reading from a client until it drains: a client
- * that never reads its replies cannot make the primary buffer without end. */
+ * that never reads its replies cannot make the server buffer without end. */
 #define CONN_OUTPUT_HIGH         (8u << 20)
 #define CONN_FRAMES_PER_CALLBACK 256
+
+struct server {
+	struct event_base *base;
+	struct server_config cfg;
+	const struct server_ops *ops;
+	void *owner;
+	struct netaddr_listener *listener;
+	struct conn_list conns;
+	size_t nconns;
+};
 
 static void read_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 
-void conn_accept(struct primary *p, evutil_socket_t fd)
+static void conn_accept(struct server *srv, evutil_socket_t fd)
 {
-	if (p->draining || p->nconns >= p->cfg.max_connections) {
+	if (srv->nconns >= srv->cfg.max_connections) {
 		char peer[64];
 		netaddr_peer_name(fd, peer, sizeof(peer));
-		log_warn("refusing connection from %s: %s", peer,
-		         p->draining ? "shutting down" : "connection limit reached");
+		log_warn("refusing connection from %s: connection limit reached (%llu)", peer,
+		         (unsigned long long)srv->cfg.max_connections);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -43,29 +52,29 @@ void conn_accept(struct primary *p, evutil_socket_t fd)
 		evutil_closesocket(fd);
 		return;
 	}
-	c->p = p;
+	c->srv = srv;
 	c->refs = 1;
 	netaddr_peer_name(fd, c->peer, sizeof(c->peer));
 	evutil_make_socket_nonblocking(fd);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (p->tls != NULL)
-		c->bev = tls_accept(p->base, fd, p->tls);
+	if (srv->cfg.tls != NULL)
+		c->bev = tls_accept(srv->base, fd, srv->cfg.tls);
 	else
-		c->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		evutil_closesocket(fd);
 		free(c);
 		return;
 	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	struct timeval idle = {(time_t)(p->cfg.idle_timeout_ms / 1000),
-	                       (suseconds_t)(p->cfg.idle_timeout_ms % 1000) * 1000};
+	struct timeval idle = {(time_t)(srv->cfg.idle_timeout_ms / 1000),
+	                       (suseconds_t)(srv->cfg.idle_timeout_ms % 1000) * 1000};
 	bufferevent_set_timeouts(c->bev, &idle, NULL);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	TAILQ_INSERT_TAIL(&p->conns, c, entry);
-	p->nconns++;
-	metric_set(p->m_connections, (double)p->nconns);
+	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
+	srv->nconns++;
+	metric_set(srv->cfg.m_connections, (double)srv->nconns);
 	log_debug("connection from %s", c->peer);
 }
 
@@ -89,18 +98,17 @@ void conn_close(struct conn *c, const char *reason)
 {
 	if (c->bev == NULL)
 		return;
-	struct primary *p = c->p;
+	struct server *srv = c->srv;
 	if (reason != NULL)
 		log_info("closing connection from %s: %s", c->peer, reason);
-	if (c->sub != NULL)
-		stream_detach(p, c);
+	if (srv->ops->closed != NULL)
+		srv->ops->closed(srv->owner, c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
-	TAILQ_REMOVE(&p->conns, c, entry);
-	p->nconns--;
-	metric_set(p->m_connections, (double)p->nconns);
+	TAILQ_REMOVE(&srv->conns, c, entry);
+	srv->nconns--;
+	metric_set(srv->cfg.m_connections, (double)srv->nconns);
 	conn_unref(c);
-	primary_maybe_finish_drain(p);
 }
 
 #define CONN_LINGER_S 5
@@ -113,7 +121,7 @@ static void linger_step(struct conn *c)
 	if (c->bev == NULL || !c->closing || c->shut_wr || conn_output_len(c) > 0)
 		return;
 	c->shut_wr = true;
-	if (c->p->tls != NULL) {
+	if (c->srv->cfg.tls != NULL) {
 		conn_close(c, NULL);
 		return;
 	}
@@ -147,7 +155,8 @@ void conn_send(struct conn *c, const void *data, size_t len)
 	if (c->bev == NULL)
 		return;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (c->p->tls == NULL && c->role != CONN_SUBSCRIBER && evbuffer_get_length(out) == 0) {
+	if (c->srv->cfg.tls == NULL && c->role != CONN_SUBSCRIBER &&
+	    evbuffer_get_length(out) == 0) {
 		/* Nothing queued: write straight to the socket. Going through
 		 * the bufferevent would cost two epoll_ctl calls per reply
 		 * (write interest on, then off) and a loop turn. */
@@ -181,7 +190,7 @@ void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
 	va_end(ap);
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
-	msg_build_error(&sb, id, err, c->p->version, msg);
+	msg_build_error(&sb, id, err, c->srv->ops->version(c->srv->owner), msg);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -222,14 +231,20 @@ bool conn_may_write_path(const struct conn *c, const char *path, size_t len)
 	return path_within(c->claims.subtree, norm, n);
 }
 
-bool conn_may_read_ino(const struct conn *c, uint64_t ino)
+bool conn_restricted(const struct conn *c)
+{
+	return !c->open_access && c->claims.kind == TOKEN_CLIENT &&
+	       strcmp(c->claims.subtree, "/") != 0;
+}
+
+bool conn_may_read_ino(const struct conn *c, const struct namespace *ns, uint64_t ino)
 {
 	if (c->open_access || c->claims.kind == TOKEN_SITE)
 		return true;
 	if (strcmp(c->claims.subtree, "/") == 0)
 		return true;
 	char path[NODE_PATH_MAX + 1];
-	int n = namespace_path(c->p->ns, ino, path, sizeof(path));
+	int n = namespace_path(ns, ino, path, sizeof(path));
 	if (n < 0)
 		return false;
 	/* Ancestors of the subtree are visible so a client can walk to it. */
@@ -240,8 +255,8 @@ bool conn_may_read_ino(const struct conn *c, uint64_t ino)
 	return path_within(c->claims.subtree, path, (size_t)n);
 }
 
-int request_decode(struct conn *c, uint8_t *payload, size_t len, struct request **ret,
-                   uint64_t *ret_id, char *err, size_t errlen)
+static int request_decode(struct conn *c, uint8_t *payload, size_t len, struct request **ret,
+                          uint64_t *ret_id, char *err, size_t errlen)
 {
 	struct request *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
@@ -277,7 +292,8 @@ void request_free(struct request *r)
 
 static void handle_hello(struct conn *c, const struct frame *f)
 {
-	struct primary *p = c->p;
+	struct server *srv = c->srv;
+	const char *cluster = srv->cfg.cluster_id ? srv->cfg.cluster_id : "";
 	char err[256];
 	uint64_t proto = 0;
 	if (msg_get_u64(f->body, "proto", true, UINT32_MAX, &proto, err, sizeof(err)) < 0) {
@@ -286,23 +302,22 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	}
 	if (proto != PROTO_VERSION) {
 		conn_send_error(c, f->id, -EPROTO,
-		                "protocol version %llu is not supported; this primary speaks %d",
-		                (unsigned long long)proto, PROTO_VERSION);
+		                "protocol version %llu is not supported; this %s speaks %d",
+		                (unsigned long long)proto, srv->cfg.role, PROTO_VERSION);
 		return;
 	}
 	const char *cid;
 	size_t cidlen;
-	int r = msg_get_bytes(f->body, "cluster_id", false, 0, STORE_CLUSTER_ID_MAX, &cid, &cidlen,
-	                      err, sizeof(err));
+	int r = msg_get_bytes(f->body, "cluster_id", false, 0, CLUSTER_ID_MAX, &cid, &cidlen, err,
+	                      sizeof(err));
 	if (r < 0) {
 		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
 		return;
 	}
 	if (r == 0 && cidlen > 0 &&
-	    (cidlen != strlen(p->cluster_id) || memcmp(cid, p->cluster_id, cidlen) != 0)) {
-		conn_send_error(c, f->id, -EPERM,
-		                "cluster id '%.*s' does not match this primary's '%s'", (int)cidlen,
-		                cid, p->cluster_id);
+	    (cidlen != strlen(cluster) || memcmp(cid, cluster, cidlen) != 0)) {
+		conn_send_error(c, f->id, -EPERM, "cluster id '%.*s' does not match this %s's '%s'",
+		                (int)cidlen, cid, srv->cfg.role, cluster);
 		return;
 	}
 	const char *tok = NULL;
@@ -312,7 +327,7 @@ static void handle_hello(struct conn *c, const struct frame *f)
 		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
 		return;
 	}
-	if (p->secret == NULL) {
+	if (srv->cfg.secret == NULL) {
 		c->open_access = true;
 	} else {
 		if (tok == NULL) {
@@ -321,8 +336,8 @@ static void handle_hello(struct conn *c, const struct frame *f)
 			return;
 		}
 		struct token_claims claims;
-		if (token_verify(p->secret, p->secret_len, tok, toklen,
-		                 primary_now_ns() / 1000000000, &claims, err, sizeof(err)) < 0) {
+		if (token_verify(srv->cfg.secret, srv->cfg.secret_len, tok, toklen,
+		                 (int64_t)time(NULL), &claims, err, sizeof(err)) < 0) {
 			log_info("%s: token refused: %s", c->peer, err);
 			conn_send_error(c, f->id, -EACCES, "token refused: %s", err);
 			return;
@@ -336,89 +351,43 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	msgpack_sbuffer_init(&sb);
 	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, 4);
 	msg_pack_key(&pk, "cluster_id");
-	msg_pack_cstr(&pk, p->cluster_id);
+	msg_pack_cstr(&pk, cluster);
 	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
+	msgpack_pack_uint64(&pk, srv->ops->version(srv->owner));
 	msg_pack_key(&pk, "proto");
 	msgpack_pack_uint32(&pk, PROTO_VERSION);
 	msg_pack_key(&pk, "role");
-	msg_pack_cstr(&pk, "primary");
+	msg_pack_cstr(&pk, srv->cfg.role);
 	msg_end(&sb);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/* Handles one decoded frame; takes r (frees it, or queues it). */
+/* Handles one decoded frame; takes r. */
 static void dispatch(struct conn *c, struct request *r)
 {
-	struct primary *p = c->p;
 	const struct frame *f = &r->frame;
 	if (f->type == MT_HELLO) {
-		if (c->authed) {
+		if (c->authed)
 			conn_send_error(c, f->id, -EPROTO, "HELLO was already sent");
-			goto done;
-		}
-		handle_hello(c, f);
-		goto done;
+		else
+			handle_hello(c, f);
+		request_free(r);
+		return;
 	}
 	if (!c->authed) {
 		conn_send_error(c, f->id, -EPROTO, "%s before HELLO: send HELLO first",
 		                proto_msg_name(f->type));
-		goto done;
+		request_free(r);
+		return;
 	}
-	if (f->type == MT_SUBSCRIBE) {
-		stream_subscribe(p, c, f->id, f->body);
-		goto done;
-	}
-	if (f->type == MT_ACK) {
-		stream_ack(p, c, f->id, f->body);
-		goto done;
-	}
-	if (c->role == CONN_SUBSCRIBER) {
-		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
-		                proto_msg_name(f->type));
-		goto done;
-	}
-	if (rpc_is_read(f->type)) {
-		p->m_reads ? metric_add(p->m_reads, 1) : (void)0;
-		/* Reads wait while the namespace is ahead of the store, and
-		 * behind this connection's own earlier writes (read your
-		 * writes, in order, on one connection). */
-		if (!committer_busy(p->committer) && c->pending_writes == 0) {
-			rpc_read(p, c, f->type, f->id, f->body);
-			goto done;
-		}
-		/* The namespace is ahead of the store while a batch commits:
-		 * wait for it so a read never shows a version that could
-		 * still be lost. */
-		TAILQ_INSERT_TAIL(&p->parked_reads, r, entry);
-		return; /* queued */
-	}
-	if (rpc_is_write(f->type)) {
-		if (p->draining) {
-			conn_send_error(c, f->id, -ESHUTDOWN, "the primary is shutting down");
-			goto done;
-		}
-		char err[512];
-		int rc = rpc_check_write(p, c, f->type, f->body, err, sizeof(err));
-		if (rc < 0) {
-			metric_add(p->m_write_errors, 1);
-			conn_send_error(c, f->id, rc, "%s: %s", proto_msg_name(f->type), err);
-			goto done;
-		}
-		c->pending_writes++;
-		committer_submit(p->committer, r);
-		return; /* queued */
-	}
-	conn_send_error(c, f->id, -EPROTO, "unknown message type %u", f->type);
-done:
-	request_free(r);
+	c->srv->ops->dispatch(c->srv->owner, c, r);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	struct primary *p = c->p;
+	struct server *srv = c->srv;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	if (c->closing) {
 		evbuffer_drain(in, evbuffer_get_length(in));
@@ -431,11 +400,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			break;
 		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
 		               (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len > p->cfg.max_frame_bytes) {
+		if (len > srv->cfg.max_frame_bytes) {
 			char why[128];
 			snprintf(why, sizeof(why), "frame of %u bytes exceeds the limit of %llu",
-			         len, (unsigned long long)p->cfg.max_frame_bytes);
-			metric_add(p->m_frames_rejected, 1);
+			         len, (unsigned long long)srv->cfg.max_frame_bytes);
+			metric_add(srv->cfg.m_frames_rejected, 1);
 			conn_send_error(c, 0, -E2BIG, "%s", why);
 			conn_close_after_flush(c, why);
 			break;
@@ -455,7 +424,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		uint64_t id = 0;
 		char err[256];
 		if (request_decode(c, payload, len, &r, &id, err, sizeof(err)) < 0) {
-			metric_add(p->m_frames_rejected, 1);
+			metric_add(srv->cfg.m_frames_rejected, 1);
 			/* Framing is intact, so the connection can go on. */
 			conn_send_error(c, id, -EPROTO, "malformed frame: %s", err);
 			continue;
@@ -490,20 +459,17 @@ static void write_cb(struct bufferevent *bev, void *arg)
 		bufferevent_trigger(bev, EV_READ,
 		                    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 	}
-	if (c->sub != NULL)
-		stream_pump(c->p, c);
-	if (c->p->draining && conn_output_len(c) == 0)
-		primary_maybe_finish_drain(c->p);
+	if (c->role == CONN_SUBSCRIBER && c->srv->ops->writable != NULL)
+		c->srv->ops->writable(c->srv->owner, c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	struct conn *c0 = arg;
-	if (c0->closing) {
-		conn_close(c0, NULL);
+	struct conn *c = arg;
+	if (c->closing) {
+		conn_close(c, NULL);
 		return;
 	}
-	struct conn *c = arg;
 	char why[256];
 	if (what & BEV_EVENT_EOF) {
 		snprintf(why, sizeof(why), "peer closed");
@@ -512,18 +478,102 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		snprintf(why, sizeof(why), "idle for %llu ms",
-		         (unsigned long long)c->p->cfg.idle_timeout_ms);
+		         (unsigned long long)c->srv->cfg.idle_timeout_ms);
 		conn_close(c, why);
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
 		int err = EVUTIL_SOCKET_ERROR();
 		char tlsbuf[160];
-		if (c->p->tls != NULL && tls_error(bev, tlsbuf, sizeof(tlsbuf)) != NULL &&
+		if (c->srv->cfg.tls != NULL && tls_error(bev, tlsbuf, sizeof(tlsbuf)) != NULL &&
 		    tlsbuf[0] != '\0')
 			snprintf(why, sizeof(why), "tls: %s", tlsbuf);
 		else
 			snprintf(why, sizeof(why), "%s", err ? strerror(err) : "connection error");
 		conn_close(c, why);
 	}
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+	conn_accept(arg, fd);
+}
+
+struct server *server_new(struct event_base *base, const struct server_config *cfg,
+                          const struct server_ops *ops, void *owner, char **ret_err)
+{
+	struct server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return NULL;
+	srv->base = base;
+	srv->cfg = *cfg;
+	srv->ops = ops;
+	srv->owner = owner;
+	TAILQ_INIT(&srv->conns);
+	srv->listener = netaddr_listen(base, cfg->listen, accept_cb, srv, ret_err);
+	if (srv->listener == NULL) {
+		free(srv);
+		return NULL;
+	}
+	return srv;
+}
+
+void server_close_all(struct server *s)
+{
+	struct conn *c;
+	while ((c = TAILQ_FIRST(&s->conns)) != NULL)
+		conn_close(c, NULL);
+}
+
+void server_free(struct server *s)
+{
+	if (s == NULL)
+		return;
+	server_close_all(s);
+	netaddr_listener_free(s->listener);
+	free(s);
+}
+
+void server_stop_listening(struct server *s)
+{
+	netaddr_listener_free(s->listener);
+	s->listener = NULL;
+}
+
+uint16_t server_port(const struct server *s)
+{
+	return s->listener ? netaddr_listener_port(s->listener) : 0;
+}
+
+size_t server_connections(const struct server *s)
+{
+	return s->nconns;
+}
+
+bool server_outputs_flushed(const struct server *s)
+{
+	struct conn *c;
+	TAILQ_FOREACH(c, &s->conns, entry)
+	if (conn_output_len(c) > 0)
+		return false;
+	return true;
+}
+
+void server_set_limits(struct server *s, uint64_t max_frame_bytes, uint64_t idle_timeout_ms,
+                       uint64_t max_connections)
+{
+	s->cfg.max_frame_bytes = max_frame_bytes;
+	s->cfg.idle_timeout_ms = idle_timeout_ms;
+	s->cfg.max_connections = max_connections;
+}
+
+void conn_set_stream_mode(struct conn *c, size_t low)
+{
+	c->role = CONN_SUBSCRIBER;
+	if (c->bev == NULL)
+		return;
+	/* Mirrors may stay quiet for long stretches: no idle timeout. */
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	bufferevent_setwatermark(c->bev, EV_WRITE, low, 0);
 }

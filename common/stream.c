@@ -1,16 +1,13 @@
-/* The change stream: mirrors SUBSCRIBE from a version, get a snapshot when
- * the log no longer reaches back that far, catch up from the in-memory tail
- * or the store's change log, then follow live commits. Output is bounded by
- * watermarks: a slow mirror is fed as fast as it reads, never buffered
- * without end. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
+#include <time.h>
 
 #include "json.h"
 #include "log.h"
-#include "primary.h"
+#include "stream.h"
 #include "proto.h"
 
 #define PUMP_HIGH            (4u << 20)  /* fill a catching-up subscriber up to this */
@@ -41,6 +38,20 @@ struct subscriber {
 	int64_t last_send_ns;
 };
 
+struct streamer {
+	struct stream_host h;
+	LIST_HEAD(, subscriber) subscribers;
+	LIST_HEAD(, site_state) sites;
+	struct metric *m_snapshots, *m_subscribers, *m_lag_versions, *m_lag_seconds;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static const char *state_name(enum sub_state s)
 {
 	switch (s) {
@@ -53,27 +64,78 @@ static const char *state_name(enum sub_state s)
 	}
 }
 
-static struct site_state *site_get(struct primary *p, const char *name)
+static struct site_state *site_get(struct streamer *st, const char *name)
 {
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry)
+	LIST_FOREACH(s, &st->sites, entry)
 	if (strcmp(s->name, name) == 0)
 		return s;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
 	snprintf(s->name, sizeof(s->name), "%s", name);
-	LIST_INSERT_HEAD(&p->sites, s, entry);
+	LIST_INSERT_HEAD(&st->sites, s, entry);
 	return s;
 }
 
-void stream_free_sites(struct primary *p)
+static void request_snapshot(struct streamer *st, struct subscriber *sub);
+
+struct streamer *stream_new(const struct stream_host *host)
 {
+	struct streamer *st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return NULL;
+	st->h = *host;
+	LIST_INIT(&st->subscribers);
+	LIST_INIT(&st->sites);
+	char name[128];
+	snprintf(name, sizeof(name), "%s_subscribers", host->metric_prefix);
+	st->m_subscribers = metrics_gauge(host->metrics, name, "Connected subscribers (mirrors)");
+	snprintf(name, sizeof(name), "%s_snapshots_total", host->metric_prefix);
+	st->m_snapshots = metrics_counter(host->metrics, name, "Snapshots sent to subscribers");
+	snprintf(name, sizeof(name), "%s_site_lag_versions", host->metric_prefix);
+	st->m_lag_versions = metrics_labeled(
+	    host->metrics, name, "Versions a site has not acknowledged", METRIC_GAUGE, "site");
+	snprintf(name, sizeof(name), "%s_site_lag_seconds", host->metric_prefix);
+	st->m_lag_seconds = metrics_labeled(host->metrics, name,
+	                                    "Age of the oldest version a site has not acknowledged",
+	                                    METRIC_GAUGE, "site");
+	return st;
+}
+
+void stream_set_heartbeat(struct streamer *st, uint64_t heartbeat_ms, uint64_t site_keep_ms)
+{
+	st->h.heartbeat_ms = heartbeat_ms;
+	st->h.site_keep_ms = site_keep_ms;
+}
+
+size_t stream_subscribers(const struct streamer *st)
+{
+	size_t n = 0;
+	const struct subscriber *sub;
+	LIST_FOREACH(sub, &st->subscribers, entry)
+	n++;
+	return n;
+}
+
+void stream_reset(struct streamer *st)
+{
+	struct subscriber *sub;
+	LIST_FOREACH(sub, &st->subscribers, entry)
+	if (sub->state != SUB_WAIT_SNAPSHOT)
+		request_snapshot(st, sub);
+}
+
+void stream_free(struct streamer *st)
+{
+	if (st == NULL)
+		return;
 	struct site_state *s;
-	while ((s = LIST_FIRST(&p->sites)) != NULL) {
+	while ((s = LIST_FIRST(&st->sites)) != NULL) {
 		LIST_REMOVE(s, entry);
 		free(s);
 	}
+	free(st);
 }
 
 /* Sends [type, 0, {key: [n items already encoded in raw]}]. */
@@ -113,7 +175,7 @@ static void send_changes(struct conn *c, const struct changelog_entry *const *es
 	msgpack_sbuffer_destroy(&sb);
 }
 
-static void request_snapshot(struct primary *p, struct subscriber *sub);
+static void request_snapshot(struct streamer *st, struct subscriber *sub);
 
 struct store_pump {
 	struct conn *c;
@@ -133,7 +195,7 @@ static void store_pump_flush(struct store_pump *sp)
 	sp->n = 0;
 }
 
-static int store_pump_cb(void *arg, const struct store_version *v)
+static int store_pump_cb(void *arg, const struct changelog_entry *v)
 {
 	struct store_pump *sp = arg;
 	if (v->version != sp->expect) {
@@ -148,40 +210,49 @@ static int store_pump_cb(void *arg, const struct store_version *v)
 	return 0;
 }
 
-void stream_pump(struct primary *p, struct conn *c)
+void stream_pump(struct streamer *st, struct conn *c)
 {
 	struct subscriber *sub = c->sub;
 	if (sub == NULL || sub->state != SUB_CATCHUP)
 		return;
 	const struct changelog_entry *batch[FRAME_VERSIONS];
-	while (conn_alive(c) && conn_output_len(c) < PUMP_HIGH && sub->next <= p->version) {
-		const struct changelog_entry *e = changelog_get(p->log, sub->next);
+	while (conn_alive(c) && conn_output_len(c) < PUMP_HIGH && sub->next <= (*st->h.version)) {
+		const struct changelog_entry *e = changelog_get(st->h.log, sub->next);
 		if (e != NULL) {
 			size_t n = 0, bytes = 0;
 			while (n < FRAME_VERSIONS && bytes < FRAME_BYTES && e != NULL) {
 				batch[n++] = e;
 				bytes += e->record_len;
-				e = changelog_get(p->log, sub->next + n);
-				if (sub->next + n > p->version)
+				e = changelog_get(st->h.log, sub->next + n);
+				if (sub->next + n > (*st->h.version))
 					break;
 			}
 			send_changes(c, batch, n);
 			sub->next += n;
 			continue;
 		}
-		if (sub->next < changelog_store_oldest(p->log)) {
+		if (sub->next < changelog_store_oldest(st->h.log)) {
 			log_info("site %s needs version %llu, older than the log keeps (%llu): "
 			         "sending a snapshot",
 			         sub->site->name, (unsigned long long)sub->next,
-			         (unsigned long long)changelog_store_oldest(p->log));
-			request_snapshot(p, sub);
+			         (unsigned long long)changelog_store_oldest(st->h.log));
+			request_snapshot(st, sub);
+			return;
+		}
+		if (st->h.read_log == NULL) {
+			log_info(
+			    "site %s needs version %llu, older than this cache keeps: sending a "
+			    "snapshot",
+			    sub->site->name, (unsigned long long)sub->next);
+			request_snapshot(st, sub);
 			return;
 		}
 		struct store_pump sp = {.c = c, .expect = sub->next};
 		msgpack_sbuffer_init(&sp.body);
-		uint64_t want = p->version - sub->next + 1;
-		int r = store_read_changes(p->reader, sub->next, want < 4096 ? want : 4096,
-		                           PUMP_HIGH, store_pump_cb, &sp);
+		uint64_t want = (*st->h.version) - sub->next + 1;
+		char err[256];
+		int r = st->h.read_log(st->h.owner, sub->next, want < 4096 ? want : 4096, PUMP_HIGH,
+		                       store_pump_cb, &sp, err, sizeof(err));
 		store_pump_flush(&sp);
 		msgpack_sbuffer_destroy(&sp.body);
 		uint64_t got = sp.expect - sub->next;
@@ -190,25 +261,24 @@ void stream_pump(struct primary *p, struct conn *c)
 			log_info("site %s: version %llu is no longer in the change log: sending a "
 			         "snapshot",
 			         sub->site->name, (unsigned long long)sub->next);
-			request_snapshot(p, sub);
+			request_snapshot(st, sub);
 			return;
 		}
 		if (r < 0) {
 			char why[300];
-			snprintf(why, sizeof(why), "cannot read the change log: %s",
-			         store_error(p->reader));
+			snprintf(why, sizeof(why), "cannot read the change log: %s", err);
 			log_error("site %s: %s", sub->site->name, why);
 			conn_send_error(c, 0, -EIO, "%s", why);
 			conn_close(c, why);
 			return;
 		}
 	}
-	if (conn_alive(c) && sub->next > p->version) {
+	if (conn_alive(c) && sub->next > (*st->h.version)) {
 		sub->state = SUB_LIVE;
 		log_info("site %s is live at version %llu", sub->site->name,
-		         (unsigned long long)p->version);
+		         (unsigned long long)(*st->h.version));
 	}
-	sub->last_send_ns = primary_now_ns();
+	sub->last_send_ns = now_ns();
 }
 
 /* ---- snapshots ---- */
@@ -241,10 +311,18 @@ static int snap_visit(void *arg, const struct node_rec *rec)
 	return 0;
 }
 
-/* Runs when the namespace equals the durable state. */
-static void send_snapshot(struct primary *p, void *arg)
+struct snapshot_job {
+	struct streamer *st;
+	struct conn *c;
+};
+
+/* Runs when the namespace equals the published version. */
+static void send_snapshot(void *arg)
 {
-	struct conn *c = arg;
+	struct snapshot_job *job = arg;
+	struct streamer *st = job->st;
+	struct conn *c = job->c;
+	free(job);
 	struct subscriber *sub = c->sub;
 	if (!conn_alive(c) || sub == NULL || sub->state != SUB_WAIT_SNAPSHOT) {
 		conn_unref(c);
@@ -255,81 +333,98 @@ static void send_snapshot(struct primary *p, void *arg)
 	msgpack_sbuffer_init(&sb);
 	msg_begin(&sb, &pk, MT_SNAPSHOT_BEGIN, 0, 5);
 	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
+	msgpack_pack_uint64(&pk, (*st->h.version));
 	msg_pack_key(&pk, "digest");
-	msg_pack_binn(&pk, p->digest, DIGEST_LEN);
+	msg_pack_binn(&pk, st->h.digest, DIGEST_LEN);
 	msg_pack_key(&pk, "count");
-	msgpack_pack_uint64(&pk, namespace_count(p->ns));
+	msgpack_pack_uint64(&pk, namespace_count((*st->h.ns)));
 	msg_pack_key(&pk, "next_ino");
-	msgpack_pack_uint64(&pk, p->next_ino);
+	msgpack_pack_uint64(&pk, (*st->h.next_ino));
 	msg_pack_key(&pk, "cluster_id");
-	msg_pack_cstr(&pk, p->cluster_id);
+	msg_pack_cstr(&pk, st->h.cluster_id);
 	msg_end(&sb);
 	conn_send(c, sb.data, sb.size);
 
 	struct snap_writer w = {.c = c};
 	msgpack_sbuffer_init(&w.nodes);
 	msgpack_packer_init(&w.pk, &w.nodes, msgpack_sbuffer_write);
-	namespace_foreach(p->ns, snap_visit, &w);
+	namespace_foreach((*st->h.ns), snap_visit, &w);
 	snap_flush(&w);
 	msgpack_sbuffer_destroy(&w.nodes);
 
 	msg_begin(&sb, &pk, MT_SNAPSHOT_END, 0, 2);
 	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
+	msgpack_pack_uint64(&pk, (*st->h.version));
 	msg_pack_key(&pk, "count");
 	msgpack_pack_uint64(&pk, w.total);
 	msg_end(&sb);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
-	metric_add(p->m_snapshots, 1);
+	metric_add(st->m_snapshots, 1);
 	log_info("sent site %s a snapshot of %llu entries at version %llu", sub->site->name,
-	         (unsigned long long)w.total, (unsigned long long)p->version);
-	sub->next = p->version + 1;
+	         (unsigned long long)w.total, (unsigned long long)(*st->h.version));
+	sub->next = (*st->h.version) + 1;
 	sub->state = SUB_CATCHUP;
-	stream_pump(p, c);
+	stream_pump(st, c);
 	conn_unref(c);
 }
 
-static void request_snapshot(struct primary *p, struct subscriber *sub)
+static void request_snapshot(struct streamer *st, struct subscriber *sub)
 {
+	struct snapshot_job *job = malloc(sizeof(*job));
+	if (job == NULL) {
+		conn_close(sub->c, "out of memory");
+		return;
+	}
 	sub->state = SUB_WAIT_SNAPSHOT;
+	job->st = st;
+	job->c = sub->c;
 	conn_ref(sub->c);
-	committer_when_idle(p->committer, send_snapshot, sub->c);
+	st->h.when_idle(st->h.owner, send_snapshot, job);
 }
 
 /* ---- subscription ---- */
 
-static int copy_digest(void *arg, const struct store_version *v)
+struct digest_probe {
+	uint64_t want;
+	uint8_t *out;
+	bool found;
+};
+
+static int copy_digest(void *arg, const struct changelog_entry *v)
 {
-	memcpy(arg, v->digest, DIGEST_LEN);
-	return 0;
+	struct digest_probe *dp = arg;
+	if (v->version == dp->want) {
+		memcpy(dp->out, v->digest, DIGEST_LEN);
+		dp->found = true;
+	}
+	return -1; /* one is enough */
 }
 
-/* The digest the primary had at version v: from memory, else from the
- * store's change log; -ENOENT once the log no longer holds v. */
-static int digest_at(struct primary *p, uint64_t v, uint8_t out[DIGEST_LEN])
+/* The digest at version v: from memory, else from the owner's durable log;
+ * -ENOENT once no log holds v. */
+static int digest_at(struct streamer *st, uint64_t v, uint8_t out[DIGEST_LEN])
 {
-	if (v == p->version) {
-		memcpy(out, p->digest, DIGEST_LEN);
+	if (v == (*st->h.version)) {
+		memcpy(out, st->h.digest, DIGEST_LEN);
 		return 0;
 	}
-	const struct changelog_entry *e = changelog_get(p->log, v);
+	const struct changelog_entry *e = changelog_get(st->h.log, v);
 	if (e != NULL) {
 		memcpy(out, e->digest, DIGEST_LEN);
 		return 0;
 	}
-	uint64_t oldest, newest;
-	if (store_log_bounds(p->reader, &oldest, &newest) < 0)
-		return -EIO;
-	if (v < oldest || v > newest)
+	if (st->h.read_log == NULL || v < changelog_store_oldest(st->h.log))
 		return -ENOENT;
-	if (store_read_changes(p->reader, v, 1, 1, copy_digest, out) < 0)
-		return -EIO;
-	return 0;
+	struct digest_probe dp = {v, out, false};
+	char err[128];
+	int r = st->h.read_log(st->h.owner, v, 1, 1, copy_digest, &dp, err, sizeof(err));
+	if (dp.found)
+		return 0;
+	return r < 0 && r != -1 ? -EIO : -ENOENT;
 }
 
-void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
+void stream_subscribe(struct streamer *st, struct conn *c, uint64_t id, const msgpack_object *body)
 {
 	char err[256];
 	if (c->sub != NULL) {
@@ -360,18 +455,18 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 		snprintf(name, sizeof(name), "%.*s", (int)site_len, site);
 	else
 		snprintf(name, sizeof(name), "%s", c->peer);
-	if (from > p->version) {
+	if (from > (*st->h.version)) {
 		char why[400];
 		snprintf(why, sizeof(why),
 		         "site %s is at version %llu, ahead of the primary at %llu: it must "
 		         "re-bootstrap from a snapshot (SUBSCRIBE from 0)",
-		         name, (unsigned long long)from, (unsigned long long)p->version);
+		         name, (unsigned long long)from, (unsigned long long)(*st->h.version));
 		log_warn("%s", why);
 		conn_send_error(c, id, -ESTALE, "%s", why);
 		return;
 	}
 	struct subscriber *sub = calloc(1, sizeof(*sub));
-	struct site_state *ss = site_get(p, name);
+	struct site_state *ss = site_get(st, name);
 	if (sub == NULL || ss == NULL) {
 		free(sub);
 		conn_send_error(c, id, -ENOMEM, "out of memory");
@@ -382,19 +477,16 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	sub->acked = from;
 	ss->connected++;
 	ss->acked = from;
-	ss->last_seen_ns = primary_now_ns();
+	ss->last_seen_ns = now_ns();
 	snprintf(ss->peer, sizeof(ss->peer), "%s", c->peer);
 	c->sub = sub;
-	c->role = CONN_SUBSCRIBER;
-	LIST_INSERT_HEAD(&p->subscribers, sub, entry);
-	/* Mirrors may stay quiet for long stretches: no idle timeout. */
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	bufferevent_setwatermark(c->bev, EV_WRITE, PUMP_LOW, 0);
+	conn_set_stream_mode(c, PUMP_LOW);
+	LIST_INSERT_HEAD(&st->subscribers, sub, entry);
 
 	bool snapshot = false;
 	const char *why = "";
-	if (from < p->version) {
-		uint64_t oldest = changelog_store_oldest(p->log);
+	if (from < (*st->h.version)) {
+		uint64_t oldest = changelog_store_oldest(st->h.log);
 		if (oldest == 0 || from + 1 < oldest) {
 			snapshot = true;
 			why = "older than the change log keeps";
@@ -402,7 +494,7 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	}
 	uint8_t mine[DIGEST_LEN];
 	if (!snapshot && from > 0 && digest != NULL) {
-		int dr = digest_at(p, from, mine);
+		int dr = digest_at(st, from, mine);
 		if (dr < 0) {
 			/* Unverifiable is not trusted: the mirror may hold
 			 * anything. */
@@ -422,7 +514,7 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 	msgpack_sbuffer_init(&sb);
 	msg_begin(&sb, &pk, MT_REPLY, id, 3);
 	msg_pack_key(&pk, "version");
-	msgpack_pack_uint64(&pk, p->version);
+	msgpack_pack_uint64(&pk, (*st->h.version));
 	msg_pack_key(&pk, "from");
 	msgpack_pack_uint64(&pk, from);
 	msg_pack_key(&pk, "snapshot");
@@ -436,17 +528,17 @@ void stream_subscribe(struct primary *p, struct conn *c, uint64_t id, const msgp
 
 	log_info("site %s (%s) subscribed from version %llu%s%s", name, c->peer,
 	         (unsigned long long)from, snapshot ? ": snapshot, " : "", why);
-	stream_update_metrics(p);
+	stream_update_metrics(st);
 	if (snapshot) {
-		request_snapshot(p, sub);
+		request_snapshot(st, sub);
 		return;
 	}
 	sub->next = from + 1;
 	sub->state = SUB_CATCHUP;
-	stream_pump(p, c);
+	stream_pump(st, c);
 }
 
-void stream_ack(struct primary *p, struct conn *c, uint64_t id, const msgpack_object *body)
+void stream_ack(struct streamer *st, struct conn *c, uint64_t id, const msgpack_object *body)
 {
 	char err[200];
 	uint64_t v;
@@ -468,60 +560,60 @@ void stream_ack(struct primary *p, struct conn *c, uint64_t id, const msgpack_ob
 		sub->acked = v;
 		sub->site->acked = v;
 	}
-	sub->site->last_seen_ns = primary_now_ns();
+	sub->site->last_seen_ns = now_ns();
 }
 
-void stream_detach(struct primary *p, struct conn *c)
+void stream_detach(struct streamer *st, struct conn *c)
 {
 	struct subscriber *sub = c->sub;
 	if (sub == NULL)
 		return;
 	LIST_REMOVE(sub, entry);
 	sub->site->connected--;
-	sub->site->last_seen_ns = primary_now_ns();
+	sub->site->last_seen_ns = now_ns();
 	c->sub = NULL;
 	free(sub);
-	stream_update_metrics(p);
+	stream_update_metrics(st);
 }
 
-void stream_publish(struct primary *p, uint64_t first, uint64_t last)
+void stream_publish(struct streamer *st, uint64_t first, uint64_t last)
 {
 	const struct changelog_entry *batch[FRAME_VERSIONS];
 	msgpack_sbuffer frame;
 	bool built = false;
 	msgpack_sbuffer_init(&frame);
 	struct subscriber *sub;
-	LIST_FOREACH(sub, &p->subscribers, entry)
+	LIST_FOREACH(sub, &st->subscribers, entry)
 	{
 		if (sub->state != SUB_LIVE)
 			continue;
 		if (sub->next != first || last - first + 1 > FRAME_VERSIONS ||
-		    conn_output_len(sub->c) > LIVE_MAX || changelog_get(p->log, first) == NULL) {
+		    conn_output_len(sub->c) > LIVE_MAX || changelog_get(st->h.log, first) == NULL) {
 			/* Not a plain append: let the pump work it out. */
 			sub->state = SUB_CATCHUP;
-			stream_pump(p, sub->c);
+			stream_pump(st, sub->c);
 			continue;
 		}
 		if (!built) {
 			size_t n = 0;
 			for (uint64_t v = first; v <= last; v++)
-				batch[n++] = changelog_get(p->log, v);
+				batch[n++] = changelog_get(st->h.log, v);
 			build_changes(&frame, batch, n);
 			built = true;
 		}
 		conn_send(sub->c, frame.data, frame.size);
 		sub->next = last + 1;
-		sub->last_send_ns = primary_now_ns();
+		sub->last_send_ns = now_ns();
 	}
 	msgpack_sbuffer_destroy(&frame);
 }
 
-void stream_heartbeat(struct primary *p)
+void stream_heartbeat(struct streamer *st)
 {
-	int64_t now = primary_now_ns();
-	int64_t interval = (int64_t)p->cfg.heartbeat_interval_ms * 1000000;
+	int64_t now = now_ns();
+	int64_t interval = (int64_t)st->h.heartbeat_ms * 1000000;
 	struct subscriber *sub;
-	LIST_FOREACH(sub, &p->subscribers, entry)
+	LIST_FOREACH(sub, &st->subscribers, entry)
 	{
 		if (sub->state == SUB_WAIT_SNAPSHOT || now - sub->last_send_ns < interval)
 			continue;
@@ -530,7 +622,7 @@ void stream_heartbeat(struct primary *p)
 		msgpack_sbuffer_init(&sb);
 		msg_begin(&sb, &pk, MT_HEARTBEAT, 0, 2);
 		msg_pack_key(&pk, "version");
-		msgpack_pack_uint64(&pk, p->version);
+		msgpack_pack_uint64(&pk, (*st->h.version));
 		msg_pack_key(&pk, "time");
 		msgpack_pack_int64(&pk, now);
 		msg_end(&sb);
@@ -538,16 +630,16 @@ void stream_heartbeat(struct primary *p)
 		msgpack_sbuffer_destroy(&sb);
 		sub->last_send_ns = now;
 	}
-	stream_update_metrics(p);
+	stream_update_metrics(st);
 }
 
-uint64_t stream_min_needed(struct primary *p)
+uint64_t stream_min_needed(const struct streamer *st)
 {
 	uint64_t min = UINT64_MAX;
-	int64_t now = primary_now_ns();
-	int64_t keep = (int64_t)p->cfg.retention_max_age_ms * 1000000;
+	int64_t now = now_ns();
+	int64_t keep = (int64_t)st->h.site_keep_ms * 1000000;
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry)
+	LIST_FOREACH(s, &st->sites, entry)
 	{
 		/* A site that went away keeps its place in the log for as long
 		 * as the log's age limit, so a short outage needs no snapshot. */
@@ -559,42 +651,42 @@ uint64_t stream_min_needed(struct primary *p)
 	return min;
 }
 
-static double site_lag_seconds(struct primary *p, const struct site_state *s, int64_t now)
+static double site_lag_seconds(const struct streamer *st, const struct site_state *s, int64_t now)
 {
-	if (s->acked >= p->version)
+	if (s->acked >= (*st->h.version))
 		return 0;
-	const struct changelog_entry *e = changelog_get(p->log, s->acked + 1);
+	const struct changelog_entry *e = changelog_get(st->h.log, s->acked + 1);
 	int64_t since = e != NULL ? e->time : s->last_seen_ns;
 	return now > since ? (double)(now - since) / 1e9 : 0;
 }
 
-void stream_update_metrics(struct primary *p)
+void stream_update_metrics(struct streamer *st)
 {
-	int64_t now = primary_now_ns();
+	int64_t now = now_ns();
 	size_t n = 0;
 	struct subscriber *sub;
-	LIST_FOREACH(sub, &p->subscribers, entry)
+	LIST_FOREACH(sub, &st->subscribers, entry)
 	n++;
-	metric_set(p->m_subscribers, (double)n);
+	metric_set(st->m_subscribers, (double)n);
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry)
+	LIST_FOREACH(s, &st->sites, entry)
 	{
-		metric_set(metric_child(p->m_lag_versions, s->name),
-		           (double)(p->version - s->acked));
-		metric_set(metric_child(p->m_lag_seconds, s->name), site_lag_seconds(p, s, now));
+		metric_set(metric_child(st->m_lag_versions, s->name),
+		           (double)((*st->h.version) - s->acked));
+		metric_set(metric_child(st->m_lag_seconds, s->name), site_lag_seconds(st, s, now));
 	}
 }
 
-void stream_write_status(struct primary *p, struct json_writer *w)
+void stream_write_status(struct streamer *st, struct json_writer *w)
 {
-	int64_t now = primary_now_ns();
+	int64_t now = now_ns();
 	json_begin_array(w);
 	struct site_state *s;
-	LIST_FOREACH(s, &p->sites, entry)
+	LIST_FOREACH(s, &st->sites, entry)
 	{
 		const char *state = "disconnected";
 		struct subscriber *sub;
-		LIST_FOREACH(sub, &p->subscribers, entry)
+		LIST_FOREACH(sub, &st->subscribers, entry)
 		if (sub->site == s)
 			state = state_name(sub->state);
 		json_begin_object(w);
@@ -609,9 +701,9 @@ void stream_write_status(struct primary *p, struct json_writer *w)
 		json_key(w, "acked_version");
 		json_uint(w, s->acked);
 		json_key(w, "lag_versions");
-		json_uint(w, p->version - s->acked);
+		json_uint(w, (*st->h.version) - s->acked);
 		json_key(w, "lag_seconds");
-		json_double(w, site_lag_seconds(p, s, now));
+		json_double(w, site_lag_seconds(st, s, now));
 		json_end_object(w);
 	}
 	json_end_array(w);

@@ -1,0 +1,237 @@
+#include "reads.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto.h"
+
+bool reads_is_read(uint32_t type)
+{
+	return type >= MT_VERSION && type <= MT_READDIR;
+}
+
+bool reads_is_write(uint32_t type)
+{
+	return type >= MT_MKDIR && type <= MT_BATCH;
+}
+
+static void reply_node(const struct read_view *v, struct conn *c, uint64_t id,
+                       const struct node_rec *rec)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_REPLY, id, 2);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, v->version);
+	msg_pack_key(&pk, "node");
+	msg_pack_node(&pk, rec);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void read_error(struct conn *c, uint64_t id, int r, const char *what)
+{
+	switch (r) {
+	case -ENOENT:
+		conn_send_error(c, id, r, "%s does not exist", what);
+		break;
+	case -ENOTDIR:
+		conn_send_error(c, id, r, "%s: not a directory", what);
+		break;
+	case -EACCES:
+		conn_send_error(c, id, r, "%s is outside the token's subtree", what);
+		break;
+	default:
+		conn_send_error(c, id, r,
+		                "%s: invalid (absolute path, names of 1..255 bytes "
+		                "without '/', not . or ..)",
+		                what);
+	}
+}
+
+struct readdir_page {
+	const struct conn *c; /* set when the token limits what is visible */
+	const struct namespace *ns;
+	msgpack_packer *pk;
+	uint32_t limit;
+	uint32_t count;
+	bool more;
+	const char *last;
+	uint8_t last_len;
+};
+
+static int readdir_visit(void *arg, const struct node_rec *rec)
+{
+	struct readdir_page *pg = arg;
+	if (pg->c != NULL && !conn_may_read_ino(pg->c, pg->ns, rec->ino))
+		return 0;
+	if (pg->count == pg->limit) {
+		pg->more = true;
+		return 1;
+	}
+	msg_pack_node(pg->pk, rec);
+	pg->count++;
+	pg->last = rec->name;
+	pg->last_len = rec->name_len;
+	return 0;
+}
+
+static void do_readdir(const struct read_view *v, struct conn *c, uint64_t id,
+                       const msgpack_object *body)
+{
+	char err[256];
+	struct node_rec dir;
+	uint64_t ino = 0, limit = READDIR_DEFAULT_LIMIT;
+	const char *path = NULL, *cursor = NULL;
+	size_t plen = 0, clen = 0;
+	int r = msg_get_u64(body, "ino", false, UINT64_MAX, &ino, err, sizeof(err));
+	if (r == 1)
+		r = msg_get_bytes(body, "path", false, 1, NODE_PATH_MAX, &path, &plen, err,
+		                  sizeof(err));
+	if (r == 0)
+		r = msg_get_bytes(body, "cursor", false, 0, NODE_NAME_MAX, &cursor, &clen, err,
+		                  sizeof(err));
+	if (r == 1)
+		r = 0;
+	if (r == 0)
+		r = msg_get_u64(body, "limit", false, READDIR_MAX_LIMIT, &limit, err, sizeof(err));
+	if (r < 0 || (ino == 0 && path == NULL) || limit == 0) {
+		conn_send_error(c, id, -EINVAL, "READDIR: %s",
+		                r < 0 ? err : "needs 'ino' or 'path' and a limit of 1..10000");
+		return;
+	}
+	r = path != NULL ? namespace_resolve(v->ns, path, plen, &dir)
+	                 : namespace_get(v->ns, ino, &dir);
+	if (r == 0 && dir.type != NODE_DIR)
+		r = -ENOTDIR;
+	if (r == 0 && !conn_may_read_ino(c, v->ns, dir.ino))
+		r = -EACCES;
+	if (r < 0) {
+		read_error(c, id, r, "READDIR: the directory");
+		return;
+	}
+	msgpack_sbuffer entries;
+	msgpack_packer epk;
+	msgpack_sbuffer_init(&entries);
+	msgpack_packer_init(&epk, &entries, msgpack_sbuffer_write);
+	struct readdir_page pg = {.pk = &epk, .limit = (uint32_t)limit};
+	if (conn_restricted(c)) {
+		pg.c = c;
+		pg.ns = v->ns;
+	}
+	namespace_readdir(v->ns, dir.ino, cursor, clen, readdir_visit, &pg);
+
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_REPLY, id, 4);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, v->version);
+	msg_pack_key(&pk, "dir");
+	msgpack_pack_uint64(&pk, dir.ino);
+	msg_pack_key(&pk, "entries");
+	msgpack_pack_array(&pk, pg.count);
+	msg_pack_raw(&pk, entries.data, entries.size);
+	msg_pack_key(&pk, "next");
+	if (pg.more)
+		msg_pack_strn(&pk, pg.last, pg.last_len);
+	else
+		msgpack_pack_nil(&pk);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&entries);
+}
+
+void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint64_t id,
+                  const msgpack_object *body)
+{
+	char err[256];
+	struct node_rec rec;
+	int r;
+	switch (type) {
+	case MT_VERSION: {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msg_begin(&sb, &pk, MT_REPLY, id, 2);
+		msg_pack_key(&pk, "version");
+		msgpack_pack_uint64(&pk, v->version);
+		msg_pack_key(&pk, "cluster_id");
+		msg_pack_cstr(&pk, v->cluster_id);
+		msg_end(&sb);
+		conn_send(c, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
+		return;
+	}
+	case MT_LOOKUP: {
+		uint64_t parent;
+		const char *name;
+		size_t nlen;
+		if (msg_get_u64(body, "parent", true, UINT64_MAX, &parent, err, sizeof(err)) < 0 ||
+		    msg_get_bytes(body, "name", true, 1, NODE_NAME_MAX, &name, &nlen, err,
+		                  sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "LOOKUP: %s", err);
+			return;
+		}
+		r = namespace_lookup(v->ns, parent, name, nlen, &rec);
+		if (r == 0 && !conn_may_read_ino(c, v->ns, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[300];
+			snprintf(what, sizeof(what), "LOOKUP: '%.*s' in directory %llu",
+			         (int)(nlen > 200 ? 200 : nlen), name, (unsigned long long)parent);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(v, c, id, &rec);
+		return;
+	}
+	case MT_GETATTR: {
+		uint64_t ino;
+		if (msg_get_u64(body, "ino", true, UINT64_MAX, &ino, err, sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "GETATTR: %s", err);
+			return;
+		}
+		r = namespace_get(v->ns, ino, &rec);
+		if (r == 0 && !conn_may_read_ino(c, v->ns, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[64];
+			snprintf(what, sizeof(what), "GETATTR: inode %llu",
+			         (unsigned long long)ino);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(v, c, id, &rec);
+		return;
+	}
+	case MT_RESOLVE: {
+		const char *path;
+		size_t plen;
+		if (msg_get_bytes(body, "path", true, 1, NODE_PATH_MAX, &path, &plen, err,
+		                  sizeof(err)) < 0) {
+			conn_send_error(c, id, -EINVAL, "RESOLVE: %s", err);
+			return;
+		}
+		r = namespace_resolve(v->ns, path, plen, &rec);
+		if (r == 0 && !conn_may_read_ino(c, v->ns, rec.ino))
+			r = -EACCES;
+		if (r < 0) {
+			char what[300];
+			snprintf(what, sizeof(what), "RESOLVE: '%.*s'",
+			         (int)(plen > 200 ? 200 : plen), path);
+			read_error(c, id, r, what);
+			return;
+		}
+		reply_node(v, c, id, &rec);
+		return;
+	}
+	case MT_READDIR:
+		do_readdir(v, c, id, body);
+		return;
+	}
+}
