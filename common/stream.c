@@ -103,6 +103,11 @@ struct streamer *stream_new(const struct stream_host *host)
 	return st;
 }
 
+void stream_set_log(struct streamer *st, struct changelog *log)
+{
+	st->h.log = log;
+}
+
 void stream_set_heartbeat(struct streamer *st, uint64_t heartbeat_ms, uint64_t site_keep_ms)
 {
 	st->h.heartbeat_ms = heartbeat_ms;

@@ -46,6 +46,8 @@ struct streamer;
 
 struct streamer *stream_new(const struct stream_host *host);
 void stream_free(struct streamer *st);
+/* The owner replaced its cache (a mirror's bootstrap). */
+void stream_set_log(struct streamer *st, struct changelog *log);
 void stream_set_heartbeat(struct streamer *st, uint64_t heartbeat_ms, uint64_t site_keep_ms);
 
 void stream_subscribe(struct streamer *st, struct conn *c, uint64_t id, const msgpack_object *body);

@@ -37,7 +37,6 @@ struct upstream {
 	uint64_t next_id;
 	uint64_t hello_id, subscribe_id;
 	uint64_t expect_version; /* next change record version, 0 = unknown */
-	char cluster_id[CLUSTER_ID_MAX + 1];
 };
 
 const char *upstream_state_name(enum upstream_state s)
@@ -130,8 +129,7 @@ void upstream_reconnect(struct upstream *u, const char *why)
 static void send_subscribe(struct upstream *u)
 {
 	uint8_t digest[DIGEST_LEN];
-	char cid[CLUSTER_ID_MAX + 1];
-	uint64_t from = u->ops->position(u->arg, digest, cid, sizeof(cid));
+	uint64_t from = u->ops->position(u->arg, digest);
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
@@ -324,16 +322,9 @@ static bool handle_frame(struct upstream *u, const struct frame *f)
 			drop(u, err);
 			return false;
 		}
-		char mine[CLUSTER_ID_MAX + 1];
-		uint8_t digest[DIGEST_LEN];
-		u->ops->position(u->arg, digest, mine, sizeof(mine));
-		if (mine[0] != '\0' && (strlen(mine) != clen || memcmp(mine, cid, clen) != 0)) {
-			char why[300];
-			snprintf(why, sizeof(why),
-			         "upstream belongs to cluster '%.*s', this replica to '%s'",
-			         (int)clen, cid, mine);
-			u->ops->diverged(u->arg, why);
-		}
+		char cluster[CLUSTER_ID_MAX + 1];
+		snprintf(cluster, sizeof(cluster), "%.*s", (int)clen, cid);
+		u->ops->hello_ok(u->arg, cluster);
 		u->hello_done = true;
 		send_subscribe(u);
 		return true;
@@ -345,7 +336,12 @@ static bool handle_frame(struct upstream *u, const struct frame *f)
 		}
 		u->subscribed = true;
 		u->backoff_ms = u->cfg.backoff_min_ms;
-		set_state(u, UPSTREAM_STREAMING);
+		uint64_t upv = 0;
+		bool snapshot = false;
+		msg_get_u64(f->body, "version", false, UINT64_MAX, &upv, err, sizeof(err));
+		msg_get_bool(f->body, "snapshot", false, &snapshot, err, sizeof(err));
+		set_state(u, snapshot ? UPSTREAM_SNAPSHOT : UPSTREAM_STREAMING);
+		u->ops->subscribed(u->arg, upv, snapshot);
 		return true;
 	case MT_ERROR:
 		return handle_error(u, f);

@@ -32,9 +32,14 @@ enum upstream_verdict {
 };
 
 struct upstream_ops {
+	/* The upstream's cluster id, at each connection. REBOOTSTRAP when the
+	 * owner had another one and reset itself. */
+	enum upstream_verdict (*hello_ok)(void *arg, const char *cluster_id);
 	/* Where to subscribe from: the applied version and its digest. */
-	uint64_t (*position)(void *arg, uint8_t digest[DIGEST_LEN], char *cluster_id,
-	                     size_t cluster_id_len);
+	uint64_t (*position)(void *arg, uint8_t digest[DIGEST_LEN]);
+	/* The subscription was accepted: the upstream is at version; a
+	 * snapshot follows when snapshot is set. */
+	void (*subscribed)(void *arg, uint64_t upstream_version, bool snapshot);
 	/* One change record, in order. Any verdict other than OK drops the
 	 * rest of the frame. */
 	enum upstream_verdict (*apply)(void *arg, const uint8_t *record, size_t len);

@@ -1,0 +1,243 @@
+/* mp-mirror's command line: run a site's replica, or check its
+ * configuration (-n). */
+#include <errno.h>
+#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mirror.h"
+#include "mpconfig.h"
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define OPT(field) offsetof(struct mirror_config, field)
+const struct config_option mirror_config_table[] = {
+    {"site", CONFIG_STRING, OPT(site), 0, 0, NULL, "This site's name (required)", NULL},
+    {"upstream", CONFIG_STRLIST, OPT(upstream), 0, 0, "127.0.0.1:7100",
+     "The primary or another mirror, HOST:PORT, in order of preference", NULL},
+    {"data_dir", CONFIG_PATH, OPT(data_dir), 0, 0, NULL,
+     "Journal and snapshots (default var/mirror-SITE)", NULL},
+    {"listen", CONFIG_HOSTPORT, OPT(listen), 0, 0, "127.0.0.1:7200",
+     "Address for clients and cascaded mirrors", NULL},
+    {"admin", CONFIG_HOSTPORT, OPT(admin), 0, 0, "127.0.0.1:7280",
+     "Admin HTTP address (/healthz, /status, /metrics)", NULL},
+    {"token_file", CONFIG_PATH, OPT(token_file), 0, 0, NULL,
+     "This site's token (mp-primary token create --site)", NULL},
+    {"secret_file", CONFIG_PATH, OPT(secret_file), 0, 0, NULL,
+     "The cluster secret, to check client and site tokens; unset allows everything", NULL},
+    {"tls.cert", CONFIG_PATH, OPT(tls_cert), 0, 0, NULL, "Server certificate (PEM)", NULL},
+    {"tls.key", CONFIG_PATH, OPT(tls_key), 0, 0, NULL, "Server private key (PEM)", NULL},
+    {"tls.client_ca", CONFIG_PATH, OPT(tls_client_ca), 0, 0, NULL,
+     "CA of client and site certificates", NULL},
+    {"tls.verify_clients", CONFIG_BOOL, OPT(tls_verify_clients), 0, 0, "false",
+     "Require client certificates", NULL},
+    {"upstream_tls.ca", CONFIG_PATH, OPT(upstream_ca), 0, 0, NULL,
+     "CA that signs the upstream's certificate (enables TLS upstream)", NULL},
+    {"upstream_tls.cert", CONFIG_PATH, OPT(upstream_cert), 0, 0, NULL,
+     "This site's certificate, for mutual TLS", NULL},
+    {"upstream_tls.key", CONFIG_PATH, OPT(upstream_key), 0, 0, NULL, "Its private key", NULL},
+    {"upstream_tls.server_name", CONFIG_STRING, OPT(upstream_server_name), 0, 0, NULL,
+     "Name the upstream's certificate must carry", NULL},
+    {"read_deadline", CONFIG_DURATION, OPT(read_deadline_ms), 0, 60000, "1s",
+     "How long a read waits for its min_version before STALE", NULL},
+    {"max_lag", CONFIG_DURATION, OPT(max_lag_ms), 1, 0, "10s",
+     "/healthz answers 503 when the replica is further behind", NULL},
+    {"fsync_interval", CONFIG_DURATION, OPT(fsync_interval_ms), 0, 10000, "2ms",
+     "Journal appends are fsynced (and acknowledged) in batches this often", NULL},
+    {"snapshot_every", CONFIG_SIZE, OPT(snapshot_every_bytes), 1024, 0, "256MiB",
+     "Write a snapshot after this much journal", NULL},
+    {"cache.versions", CONFIG_UINT, OPT(cache_versions), 16, 10000000, "262144",
+     "Versions kept in memory for cascaded mirrors", NULL},
+    {"cache.bytes", CONFIG_SIZE, OPT(cache_bytes), 65536, 0, "64MiB",
+     "Bytes of versions kept in memory", NULL},
+    {"reconnect.min", CONFIG_DURATION, OPT(backoff_min_ms), 10, 600000, "100ms",
+     "First reconnect delay", NULL},
+    {"reconnect.max", CONFIG_DURATION, OPT(backoff_max_ms), 10, 3600000, "5s",
+     "Longest reconnect delay", NULL},
+    {"upstream_timeout", CONFIG_DURATION, OPT(upstream_timeout_ms), 100, 600000, "5s",
+     "An upstream silent this long (no heartbeat) is dropped", NULL},
+    {"upstream_max_frame_bytes", CONFIG_SIZE, OPT(upstream_max_frame_bytes), 65536, 1ull << 31,
+     "256MiB", "Largest frame accepted from the upstream", NULL},
+    {"max_frame_bytes", CONFIG_SIZE, OPT(max_frame_bytes), 4096, 1ull << 30, "16MiB",
+     "Largest frame accepted from clients", NULL},
+    {"heartbeat_interval", CONFIG_DURATION, OPT(heartbeat_interval_ms), 10, 60000, "1s",
+     "Heartbeat to idle cascaded mirrors", NULL},
+    {"idle_timeout", CONFIG_DURATION, OPT(idle_timeout_ms), 1000, 86400000, "300s",
+     "Close client connections silent for this long", NULL},
+    {"max_connections", CONFIG_UINT, OPT(max_connections), 1, 1000000, "10000",
+     "Open connections at most", NULL},
+    {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
+     log_levels},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL},
+};
+
+static struct {
+	const char *name;
+	const char *value;
+} overrides[16];
+static int noverrides;
+
+static int check_config(struct mirror_config *cfg, char **ret_err)
+{
+	const char *why = NULL;
+	if (cfg->site == NULL || cfg->site[0] == '\0' || strlen(cfg->site) > 64)
+		why = "site is required (1..64 characters): --site NAME or site: NAME";
+	else if (cfg->upstream.n == 0)
+		why = "at least one upstream is required";
+	else if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+		why = "tls.cert and tls.key go together";
+	else if (cfg->tls_verify_clients && cfg->tls_client_ca == NULL)
+		why = "tls.verify_clients needs tls.client_ca";
+	else if ((cfg->upstream_cert == NULL) != (cfg->upstream_key == NULL))
+		why = "upstream_tls.cert and upstream_tls.key go together";
+	else if (cfg->upstream_cert != NULL && cfg->upstream_ca == NULL)
+		why = "upstream_tls.cert needs upstream_tls.ca";
+	else if (cfg->backoff_max_ms < cfg->backoff_min_ms)
+		why = "reconnect.max is below reconnect.min";
+	if (why != NULL)
+		return asprintf(ret_err, "%s", why) < 0 ? -ENOMEM : -EINVAL;
+	for (size_t i = 0; i < cfg->upstream.n; i++) {
+		char host[256];
+		uint16_t port;
+		if (units_parse_hostport(cfg->upstream.items[i], host, sizeof(host), &port) < 0)
+			return asprintf(ret_err, "upstream '%s': expected HOST:PORT",
+			                cfg->upstream.items[i]) < 0
+			           ? -ENOMEM
+			           : -EINVAL;
+	}
+	if (cfg->data_dir == NULL && asprintf(&cfg->data_dir, "var/mirror-%s", cfg->site) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err)
+{
+	struct mirror_config c;
+	memset(&c, 0, sizeof(c));
+	config_defaults(mirror_config_table, &c);
+	int r = 0;
+	if (path != NULL)
+		r = config_load_file(mirror_config_table, &c, path, ret_err);
+	for (int i = 0; r == 0 && i < noverrides; i++) {
+		char *err = NULL;
+		r = config_set(mirror_config_table, &c, overrides[i].name, overrides[i].value,
+		               &err);
+		if (r < 0) {
+			if (asprintf(ret_err, "--%s: %s", overrides[i].name, err) < 0)
+				*ret_err = NULL;
+			free(err);
+		}
+	}
+	if (r == 0)
+		r = check_config(&c, ret_err);
+	if (r < 0) {
+		config_free(mirror_config_table, &c);
+		return r;
+	}
+	*cfg = c;
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: mp-mirror [-c FILE] [-n] --site NAME [--upstream HOST:PORT[,HOST:PORT...]]\n"
+	    "                 [--data-dir DIR] [--listen HOST:PORT] [--admin HOST:PORT]\n"
+	    "                 [--log-level LEVEL] [--print-config]\n"
+	    "\n"
+	    "  -c, --config FILE   YAML configuration (deploy/config/mirror.yaml)\n"
+	    "  -n, --check         check the configuration and exit\n"
+	    "      --site NAME     this site's name\n"
+	    "      --upstream L    the primary or another mirror, in order of preference\n"
+	    "      --data-dir DIR  journal and snapshots (default var/mirror-SITE)\n"
+	    "      --listen H:P    client address (default 127.0.0.1:7200)\n"
+	    "      --admin H:P     admin HTTP address (default 127.0.0.1:7280)\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},   {"check", no_argument, NULL, 'n'},
+	    {"site", required_argument, NULL, 's'},     {"upstream", required_argument, NULL, 'u'},
+	    {"data-dir", required_argument, NULL, 'd'}, {"listen", required_argument, NULL, 'l'},
+	    {"admin", required_argument, NULL, 'a'},    {"log-level", required_argument, NULL, 'L'},
+	    {"print-config", no_argument, NULL, 'P'},   {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0},
+	};
+	const char *config = NULL;
+	bool check = false, print = false;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:nhV", opts, NULL)) != -1) {
+		const char *name = NULL;
+		switch (opt) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'P':
+			print = true;
+			break;
+		case 's':
+			name = "site";
+			break;
+		case 'u':
+			name = "upstream";
+			break;
+		case 'd':
+			name = "data_dir";
+			break;
+		case 'l':
+			name = "listen";
+			break;
+		case 'a':
+			name = "admin";
+			break;
+		case 'L':
+			name = "log_level";
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("mp-mirror %s\n", MP_VERSION_STRING);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+		if (name != NULL && noverrides < (int)(sizeof(overrides) / sizeof(overrides[0]))) {
+			overrides[noverrides].name = name;
+			overrides[noverrides].value = optarg;
+			noverrides++;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mp-mirror: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	struct mirror_config cfg;
+	char *err = NULL;
+	if (mirror_load_config(config, &cfg, &err) < 0) {
+		fprintf(stderr, "mp-mirror: %s\n", err ? err : "configuration error");
+		free(err);
+		return 1;
+	}
+	if (check || print) {
+		if (print)
+			config_print(mirror_config_table, &cfg, stdout);
+		else
+			printf("configuration OK\n");
+		config_free(mirror_config_table, &cfg);
+		return 0;
+	}
+	int r = mirror_run(&cfg, config);
+	config_free(mirror_config_table, &cfg);
+	return r;
+}

@@ -1,0 +1,130 @@
+/* mp-mirror: one site's read-only replica of the namespace.
+ *   main.c      command line and config table
+ *   mirror.c    state: apply, bootstrap, divergence, journal, lag; life cycle
+ *   clients.c   client requests: reads with min_version, refused writes,
+ *               cascaded subscribers
+ *   status.c    admin endpoints
+ *   upstream.c  the link to the primary or another mirror
+ *   journal.c   what was applied, on disk
+ * Everything runs on one event loop; periodic snapshots are written by a
+ * forked child. */
+#ifndef MP_MIRROR_H
+#define MP_MIRROR_H
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "changelog.h"
+#include "config.h"
+#include "journal.h"
+#include "metrics.h"
+#include "namespace.h"
+#include "proto.h"
+#include "server.h"
+#include "stream.h"
+#include "upstream.h"
+
+struct mirror_config {
+	char *site;
+	struct config_strlist upstream;
+	char *data_dir;
+	char *listen;
+	char *admin;
+	char *token_file;  /* this site's token, presented upstream */
+	char *secret_file; /* the cluster secret, to check client tokens */
+	char *tls_cert;
+	char *tls_key;
+	char *tls_client_ca;
+	bool tls_verify_clients;
+	char *upstream_ca;
+	char *upstream_cert;
+	char *upstream_key;
+	char *upstream_server_name;
+	uint64_t read_deadline_ms;
+	uint64_t max_lag_ms; /* /healthz says 503 beyond this */
+	uint64_t fsync_interval_ms;
+	uint64_t snapshot_every_bytes;
+	uint64_t cache_versions;
+	uint64_t cache_bytes;
+	uint64_t backoff_min_ms;
+	uint64_t backoff_max_ms;
+	uint64_t upstream_timeout_ms;
+	uint64_t upstream_max_frame_bytes;
+	uint64_t max_frame_bytes;
+	uint64_t heartbeat_interval_ms;
+	uint64_t idle_timeout_ms;
+	uint64_t max_connections;
+	unsigned log_level;
+};
+
+extern const struct config_option mirror_config_table[];
+
+struct mirror {
+	struct event_base *base;
+	struct mirror_config cfg;
+	const char *config_path;
+	char cluster_id[CLUSTER_ID_MAX + 1];
+	/* The replica. */
+	struct namespace *ns;
+	uint64_t version;
+	uint8_t digest[DIGEST_LEN];
+	uint64_t next_ino;
+	int64_t version_time; /* the primary's commit time of version */
+	bool ready;           /* holds a state from its upstream or journal */
+	/* A snapshot being received. */
+	struct namespace *boot_ns;
+	uint64_t boot_version, boot_count, boot_next_ino;
+	uint8_t boot_digest[DIGEST_LEN];
+	char boot_cluster[CLUSTER_ID_MAX + 1];
+	/* Persistence. */
+	struct journal *journal;
+	uint64_t durable;
+	pid_t snapshot_pid;
+	bool sync_armed;
+	bool journal_failing;
+	/* Upstream and lag. */
+	struct upstream *up;
+	char *token;
+	uint64_t upstream_version;
+	int64_t last_heard_ns;
+	int64_t behind_since_ns;
+	/* Serving. */
+	struct changelog *log;
+	struct streamer *stream;
+	struct server *server;
+	struct admin *admin;
+	struct request_list parked;
+	size_t nparked;
+	uint8_t *secret;
+	size_t secret_len;
+	SSL_CTX *tls, *upstream_tls;
+	struct event *sync_ev, *park_ev, *housekeeping_ev, *heartbeat_ev;
+	struct event *sigterm_ev, *sigint_ev, *sighup_ev, *sigchld_ev;
+	bool draining;
+	int64_t started;
+	struct metrics *metrics;
+	struct metric *m_version, *m_lag_versions, *m_lag_seconds, *m_applied, *m_parked, *m_stale,
+	    *m_bootstraps, *m_reconnects, *m_divergences, *m_reads, *m_connections,
+	    *m_frames_rejected, *m_entries;
+};
+
+int64_t mirror_now_ns(void);
+int mirror_run(struct mirror_config *cfg, const char *config_path);
+int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err);
+
+/* clients.c */
+void mirror_dispatch(void *owner, struct conn *c, struct request *r);
+/* Answers parked reads whose min_version is met, and times out the rest. */
+void mirror_wake_parked(struct mirror *m, bool check_deadlines);
+void mirror_drop_parked(struct mirror *m);
+
+/* status.c */
+int mirror_status_register(struct mirror *m);
+const char *mirror_state(const struct mirror *m);
+double mirror_lag_seconds(const struct mirror *m);
+uint64_t mirror_lag_versions(const struct mirror *m);
+
+#endif

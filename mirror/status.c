@@ -1,0 +1,123 @@
+/* The admin endpoints of mp-mirror. */
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "admin.h"
+#include "json.h"
+#include "mirror.h"
+
+const char *mirror_state(const struct mirror *m)
+{
+	enum upstream_state s = upstream_state(m->up);
+	if (m->boot_ns != NULL || (!m->ready && s != UPSTREAM_DISCONNECTED))
+		return "bootstrapping";
+	if (s == UPSTREAM_DISCONNECTED || s == UPSTREAM_CONNECTING)
+		return "disconnected";
+	return m->version < m->upstream_version ? "catching up" : "live";
+}
+
+uint64_t mirror_lag_versions(const struct mirror *m)
+{
+	return m->upstream_version > m->version ? m->upstream_version - m->version : 0;
+}
+
+double mirror_lag_seconds(const struct mirror *m)
+{
+	int64_t now = mirror_now_ns();
+	if (m->behind_since_ns != 0)
+		return (double)(now - m->behind_since_ns) / 1e9;
+	/* Caught up as of the last word from upstream: how old is that? A
+	 * heartbeat comes every interval, so silence longer than that is
+	 * staleness we cannot see past. */
+	int64_t since = m->last_heard_ns ? now - m->last_heard_ns : now - m->started;
+	int64_t grace = (int64_t)m->cfg.heartbeat_interval_ms * 2000000;
+	return since > grace ? (double)since / 1e9 : 0;
+}
+
+static int healthz(void *arg, struct evbuffer *body, const char **ret_content_type)
+{
+	struct mirror *m = arg;
+	*ret_content_type = ADMIN_TEXT_CONTENT_TYPE;
+	double lag = mirror_lag_seconds(m);
+	if (!m->ready) {
+		evbuffer_add_printf(body, "bootstrapping\n");
+		return 503;
+	}
+	if (lag * 1000 > (double)m->cfg.max_lag_ms) {
+		evbuffer_add_printf(body, "lagging %.3f s behind the upstream (bound %.3f s)\n",
+		                    lag, (double)m->cfg.max_lag_ms / 1000);
+		return 503;
+	}
+	evbuffer_add_printf(body, "ok\n");
+	return 200;
+}
+
+static int status(void *arg, struct evbuffer *body, const char **ret_content_type)
+{
+	struct mirror *m = arg;
+	struct json_writer w;
+	char hex[2 * DIGEST_LEN + 1];
+	for (int i = 0; i < DIGEST_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", m->digest[i]);
+	json_init(&w, body);
+	json_begin_object(&w);
+	json_key(&w, "role");
+	json_string(&w, "mirror");
+	json_key(&w, "site");
+	json_string(&w, m->cfg.site);
+	json_key(&w, "cluster_id");
+	json_string(&w, m->cluster_id);
+	json_key(&w, "state");
+	json_string(&w, mirror_state(m));
+	json_key(&w, "upstream");
+	json_string(&w, upstream_address(m->up));
+	json_key(&w, "upstream_state");
+	json_string(&w, upstream_state_name(upstream_state(m->up)));
+	json_key(&w, "applied_version");
+	json_uint(&w, m->version);
+	json_key(&w, "durable_version");
+	json_uint(&w, m->durable);
+	json_key(&w, "upstream_version");
+	json_uint(&w, m->upstream_version);
+	json_key(&w, "lag_versions");
+	json_uint(&w, mirror_lag_versions(m));
+	json_key(&w, "lag_seconds");
+	json_double(&w, mirror_lag_seconds(m));
+	json_key(&w, "digest");
+	json_string(&w, hex);
+	json_key(&w, "entries");
+	json_uint(&w, namespace_count(m->ns));
+	json_key(&w, "reconnects");
+	json_uint(&w, upstream_reconnects(m->up));
+	json_key(&w, "parked_reads");
+	json_uint(&w, m->nparked);
+	json_key(&w, "connections");
+	json_uint(&w, server_connections(m->server));
+	json_key(&w, "subscribers");
+	stream_write_status(m->stream, &w);
+	json_end_object(&w);
+	evbuffer_add(body, "\n", 1);
+	*ret_content_type = JSON_CONTENT_TYPE;
+	return 200;
+}
+
+static int metrics(void *arg, struct evbuffer *body, const char **ret_content_type)
+{
+	struct mirror *m = arg;
+	metric_set(m->m_version, (double)m->version);
+	metric_set(m->m_lag_versions, (double)mirror_lag_versions(m));
+	metric_set(m->m_lag_seconds, mirror_lag_seconds(m));
+	metric_set(m->m_parked, (double)m->nparked);
+	stream_update_metrics(m->stream);
+	return metrics_handler(m->metrics, body, ret_content_type);
+}
+
+int mirror_status_register(struct mirror *m)
+{
+	if (admin_route(m->admin, "/healthz", healthz, m) < 0 ||
+	    admin_route(m->admin, "/status", status, m) < 0 ||
+	    admin_route(m->admin, "/metrics", metrics, m) < 0)
+		return -1;
+	return 0;
+}
