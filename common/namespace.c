@@ -335,7 +335,8 @@ static int node_fill(struct namespace *ns, struct ns_node *n, const struct node_
 	n->gid = rec->gid;
 	n->type = rec->type;
 	n->name_len = rec->name_len;
-	memmove(n->name, rec->name, rec->name_len);
+	if (rec->name_len > 0)
+		memmove(n->name, rec->name, rec->name_len);
 	return 0;
 }
 
