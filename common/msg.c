@@ -212,6 +212,80 @@ int msg_unpack(const uint8_t *buf, size_t len, msgpack_unpacked *ret, char *err,
 	return 0;
 }
 
+int msg_raw_array(const uint8_t *p, size_t len, uint32_t *ret_count, size_t *ret_header)
+{
+	if (len < 1)
+		return -EINVAL;
+	if ((p[0] & 0xf0) == 0x90) {
+		*ret_count = p[0] & 0x0f;
+		*ret_header = 1;
+	} else if (p[0] == 0xdc && len >= 3) {
+		*ret_count = (uint32_t)be_read(p + 1, 2);
+		*ret_header = 3;
+	} else if (p[0] == 0xdd && len >= 5) {
+		*ret_count = (uint32_t)be_read(p + 1, 4);
+		*ret_header = 5;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int raw_map(const uint8_t *p, size_t len, uint32_t *ret_count, size_t *ret_header)
+{
+	if (len < 1)
+		return -EINVAL;
+	if ((p[0] & 0xf0) == 0x80) {
+		*ret_count = p[0] & 0x0f;
+		*ret_header = 1;
+	} else if (p[0] == 0xde && len >= 3) {
+		*ret_count = (uint32_t)be_read(p + 1, 2);
+		*ret_header = 3;
+	} else if (p[0] == 0xdf && len >= 5) {
+		*ret_count = (uint32_t)be_read(p + 1, 4);
+		*ret_header = 5;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int msg_raw_field(const uint8_t *payload, size_t len, const char *key, const uint8_t **ret,
+                  size_t *ret_len)
+{
+	char err[8];
+	size_t pos = 1, used, hdr;
+	uint32_t n;
+	if (len < 1 || payload[0] != 0x93)
+		return -EINVAL;
+	for (int i = 0; i < 2; i++) { /* type, id */
+		if (msg_check(payload + pos, len - pos, 1, &used, err, sizeof(err)) < 0)
+			return -EINVAL;
+		pos += used;
+	}
+	if (raw_map(payload + pos, len - pos, &n, &hdr) < 0)
+		return -EINVAL;
+	pos += hdr;
+	size_t klen = strlen(key);
+	for (uint32_t i = 0; i < n; i++) {
+		if (msg_check(payload + pos, len - pos, 1, &used, err, sizeof(err)) < 0)
+			return -EINVAL;
+		const uint8_t *k = payload + pos;
+		bool match = used == klen + 1 && (k[0] & 0xe0) == 0xa0 &&
+		             (size_t)(k[0] & 0x1f) == klen && memcmp(k + 1, key, klen) == 0;
+		pos += used;
+		if (msg_check(payload + pos, len - pos, MSG_MAX_DEPTH, &used, err, sizeof(err)) < 0)
+			return -EINVAL;
+		if (match) {
+			*ret = payload + pos;
+			*ret_len = used;
+			return 0;
+		}
+		pos += used;
+	}
+	return -ENOENT;
+}
+
 int frame_decode(const uint8_t *payload, size_t len, struct frame *ret, uint64_t *ret_id, char *err,
                  size_t errlen)
 {

@@ -27,6 +27,14 @@ int msg_check(const uint8_t *buf, size_t len, unsigned max_depth, size_t *ret_us
  * reference buf, which must outlive ret. Returns 0 or -EINVAL. */
 int msg_unpack(const uint8_t *buf, size_t len, msgpack_unpacked *ret, char *err, size_t errlen);
 
+/* Zero-copy access to a frame payload's body field: finds body[key] in
+ * [type, id, {...}] and returns its encoded bytes. Returns 0, -ENOENT when
+ * absent, -EINVAL when the payload is not a well-formed frame. */
+int msg_raw_field(const uint8_t *payload, size_t len, const char *key, const uint8_t **ret,
+                  size_t *ret_len);
+/* The item count and header length of an encoded array. */
+int msg_raw_array(const uint8_t *p, size_t len, uint32_t *ret_count, size_t *ret_header);
+
 /* A decoded frame. body points into unpacked. */
 struct frame {
 	uint32_t type;
