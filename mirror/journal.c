@@ -17,6 +17,7 @@
 #include "change.h"
 #include "hash.h"
 #include "msg.h"
+#include "paths.h"
 
 #define SNAP_MAGIC       "MPSNAP1\n"
 #define SNAP_MAGIC_LEN   8
@@ -91,24 +92,6 @@ static char *path_of(const struct journal *j, const char *kind, uint64_t v, cons
 	return p;
 }
 
-static int mkdirs(const char *dir)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *s = buf + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static void sync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -120,7 +103,7 @@ static void sync_dir(const char *dir)
 
 int journal_open(const char *dir, struct journal **ret, char **ret_err)
 {
-	int r = mkdirs(dir);
+	int r = paths_mkdirs(dir);
 	if (r < 0)
 		return fail(ret_err, r, "journal: cannot create %s: %s", dir, strerror(-r));
 	struct journal *j = calloc(1, sizeof(*j));

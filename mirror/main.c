@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "log.h"
 #include "mirror.h"
 #include "mpconfig.h"
@@ -74,14 +75,12 @@ const struct config_option mirror_config_table[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL},
 };
 
-static struct {
-	const char *name;
-	const char *value;
-} overrides[16];
-static int noverrides;
+/* Command-line overrides, kept so a reload applies them again. */
+static struct cli_overrides overrides;
 
-static int check_config(struct mirror_config *cfg, char **ret_err)
+static int check_config(void *arg, char **ret_err)
 {
+	struct mirror_config *cfg = arg;
 	const char *why = NULL;
 	if (cfg->site == NULL || cfg->site[0] == '\0' || strlen(cfg->site) > 64)
 		why = "site is required (1..64 characters): --site NAME or site: NAME";
@@ -115,30 +114,8 @@ static int check_config(struct mirror_config *cfg, char **ret_err)
 
 int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err)
 {
-	struct mirror_config c;
-	memset(&c, 0, sizeof(c));
-	config_defaults(mirror_config_table, &c);
-	int r = 0;
-	if (path != NULL)
-		r = config_load_file(mirror_config_table, &c, path, ret_err);
-	for (int i = 0; r == 0 && i < noverrides; i++) {
-		char *err = NULL;
-		r = config_set(mirror_config_table, &c, overrides[i].name, overrides[i].value,
-		               &err);
-		if (r < 0) {
-			if (asprintf(ret_err, "--%s: %s", overrides[i].name, err) < 0)
-				*ret_err = NULL;
-			free(err);
-		}
-	}
-	if (r == 0)
-		r = check_config(&c, ret_err);
-	if (r < 0) {
-		config_free(mirror_config_table, &c);
-		return r;
-	}
-	*cfg = c;
-	return 0;
+	return cli_load_config(mirror_config_table, cfg, sizeof(*cfg), path, &overrides,
+	                       check_config, ret_err);
 }
 
 static void usage(FILE *out)
@@ -211,10 +188,9 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		if (name != NULL && noverrides < (int)(sizeof(overrides) / sizeof(overrides[0]))) {
-			overrides[noverrides].name = name;
-			overrides[noverrides].value = optarg;
-			noverrides++;
+		if (name != NULL && cli_override(&overrides, name, optarg) < 0) {
+			fprintf(stderr, "mp-mirror: too many options\n");
+			return 2;
 		}
 	}
 	if (optind < argc) {
@@ -230,10 +206,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check || print) {
-		if (print)
-			config_print(mirror_config_table, &cfg, stdout);
-		else
-			printf("configuration OK\n");
+		cli_check_or_print(mirror_config_table, &cfg, print);
 		config_free(mirror_config_table, &cfg);
 		return 0;
 	}

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "log.h"
 #include "mpconfig.h"
 #include "primary.h"
@@ -60,14 +61,11 @@ const struct config_option primary_config_table[] = {
 };
 
 /* Command-line overrides, kept so a reload applies them again. */
-static struct {
-	const char *name;
-	const char *value;
-} overrides[16];
-static int noverrides;
+static struct cli_overrides overrides;
 
-static int check_config(const struct primary_config *cfg, char **ret_err)
+static int check_config(void *arg, char **ret_err)
 {
+	const struct primary_config *cfg = arg;
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
 		return asprintf(ret_err, "tls.cert and tls.key go together") < 0 ? -ENOMEM
 		                                                                 : -EINVAL;
@@ -89,30 +87,8 @@ static int check_config(const struct primary_config *cfg, char **ret_err)
 
 int primary_load_config(const char *path, struct primary_config *cfg, char **ret_err)
 {
-	struct primary_config c;
-	memset(&c, 0, sizeof(c));
-	config_defaults(primary_config_table, &c);
-	int r = 0;
-	if (path != NULL)
-		r = config_load_file(primary_config_table, &c, path, ret_err);
-	for (int i = 0; r == 0 && i < noverrides; i++) {
-		char *err = NULL;
-		r = config_set(primary_config_table, &c, overrides[i].name, overrides[i].value,
-		               &err);
-		if (r < 0) {
-			if (asprintf(ret_err, "--%s: %s", overrides[i].name, err) < 0)
-				*ret_err = NULL;
-			free(err);
-		}
-	}
-	if (r == 0)
-		r = check_config(&c, ret_err);
-	if (r < 0) {
-		config_free(primary_config_table, &c);
-		return r;
-	}
-	*cfg = c;
-	return 0;
+	return cli_load_config(primary_config_table, cfg, sizeof(*cfg), path, &overrides,
+	                       check_config, ret_err);
 }
 
 static void usage(FILE *out)
@@ -320,10 +296,9 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		if (name != NULL && noverrides < (int)(sizeof(overrides) / sizeof(overrides[0]))) {
-			overrides[noverrides].name = name;
-			overrides[noverrides].value = optarg;
-			noverrides++;
+		if (name != NULL && cli_override(&overrides, name, optarg) < 0) {
+			fprintf(stderr, "mp-primary: too many options\n");
+			return 2;
 		}
 	}
 	if (optind < argc) {
@@ -339,10 +314,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check || print) {
-		if (print)
-			config_print(primary_config_table, &cfg, stdout);
-		else
-			printf("configuration OK\n");
+		cli_check_or_print(primary_config_table, &cfg, print);
 		config_free(primary_config_table, &cfg);
 		return 0;
 	}

@@ -12,6 +12,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "paths.h"
 #include "netaddr.h"
 #include "primary.h"
 #include "tls.h"
@@ -33,24 +34,6 @@ int64_t primary_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int mkdir_p(const char *path)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *s = buf + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 void primary_answer_parked(struct primary *p)
@@ -404,7 +387,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	}
 
 	if (cfg->store == NULL || cfg->store[0] == '\0') {
-		int r = mkdir_p(cfg->data_dir);
+		int r = paths_mkdirs(cfg->data_dir);
 		if (r < 0)
 			fatal("cannot create data directory %s: %s", cfg->data_dir, strerror(-r));
 	}
