@@ -1,13 +1,15 @@
-"""Harness of mp-primary's integration tests (stdlib + python3-msgpack).
+"""Harness of the integration tests of mp-primary and mp-mirror (stdlib +
+python3-msgpack).
 
 Three parts:
 
 * Client: one connection speaking the wire protocol of docs/PROTOCOL.md
   (frames of a 4-byte big-endian length and msgpack [type, id, body]), plain
   or TLS, with a convenience method per request and raw access to the socket.
-* Primary: starts a real mp-primary on free 127.0.0.1 ports with its own data
-  directory (or a store URL), captures its output in a log file, stops it with
-  SIGTERM and insists on exit code 0 (a leak under ASan fails the test).
+* Primary / Mirror: start a real mp-primary (its own data directory or a
+  store URL) or mp-mirror (a site replica of an upstream) on free 127.0.0.1
+  ports, capture the output in a log file, stop with SIGTERM and insist on
+  exit code 0 (a leak under ASan fails the test).
 * A port of the namespace digest (common/namespace.c: namespace_record_hash)
   so tests recompute digests from nodes and compare them with the daemon's.
 
@@ -29,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -89,11 +92,13 @@ def name_bytes(name):
 
 
 class Client:
-    """A connection to mp-primary. tls: an ssl.SSLContext or None."""
+    """A connection to mp-primary or mp-mirror (role: what HELLO_OK must
+    say). tls: an ssl.SSLContext or None."""
 
     def __init__(self, port, host="127.0.0.1", tls=None, server_hostname="localhost",
-                 timeout=DEFAULT_TIMEOUT, hello=False, token=None):
+                 timeout=DEFAULT_TIMEOUT, hello=False, token=None, role="primary"):
         self.timeout = timeout
+        self.role = role  # what HELLO_OK must say: "primary" or "mirror"
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
@@ -209,7 +214,7 @@ class Client:
         if t == ERROR:
             raise MPError(b)
         assert t == HELLO_OK, "expected HELLO_OK, got %r %r" % (t, b)
-        assert b.get("role") == "primary" and b.get("proto") == 1, b
+        assert b.get("role") == self.role and b.get("proto") == 1, b
         return b
 
     @staticmethod
@@ -221,6 +226,17 @@ class Client:
 
     def version(self):
         return self.req(VERSION, {})["version"]
+
+    def read(self, type_, body, min_version=None, deadline_ms=None, timeout=None):
+        """A read with a mirror's optional min_version and deadline_ms:
+        returns the REPLY body, raises MPError on ERROR."""
+        body = self._body(dict(body), min_version=min_version, deadline_ms=deadline_ms)
+        t, b = self.call(type_, body, timeout=timeout)
+        if t == ERROR:
+            raise MPError(b)
+        assert t == REPLY, "expected REPLY, got type %r: %r" % (t, b)
+        assert isinstance(b.get("version"), int), "reply without a version: %r" % (b,)
+        return b
 
     def lookup(self, parent, name):
         return self.req(LOOKUP, {"parent": parent, "name": name})["node"]
@@ -283,7 +299,7 @@ class Subscriber:
     one. records: every change record received, by version."""
 
     def __init__(self, port, model=None, token=None, tls=None, **kw):
-        self.c = Client(port, tls=tls, **kw)
+        self.c = Client(port, tls=tls, **kw)  # role="mirror" to subscribe to a mirror
         self.c.hello(token=token)
         self.model = model or NamespaceModel()
         self.records = {}
@@ -610,29 +626,26 @@ def to_yaml(d, indent=0):
     return "\n".join(lines)
 
 
-_all_primaries = []
-_test_primaries = []
+_all_daemons = []
+_test_daemons = []
 
 
 class StartError(AssertionError):
     pass
 
 
-class Primary:
-    """A running mp-primary.
+class Daemon:
+    """What mp-primary and mp-mirror launchers share: a process on free
+    127.0.0.1 ports with its output in a log file, an admin HTTP port,
+    SIGTERM that must end in exit 0 with no sanitizer report, kill -9.
 
-    store: None (SQLite in its own data directory) or a store URL.
-    config: None or a dict written as the YAML file given with -c.
-    extra_args: more command-line arguments.
-    Listen and admin addresses are free ports on 127.0.0.1, given on the
-    command line (which beats the file)."""
+    Subclasses set `program` and provide argv() and ready()."""
 
-    def __init__(self, tmpdir, store=None, config=None, extra_args=(), name="primary",
-                 data_dir=None, start=True, env=None, ports=None):
+    program = "daemon"
+
+    def _setup(self, tmpdir, name, config, extra_args, env, ports):
         self.tmpdir = tmpdir
         self.name = name
-        self.store = store
-        self.data_dir = data_dir or os.path.join(tmpdir, name + "-data")
         self.extra_args = list(extra_args)
         self.env = dict(os.environ)
         # UBSan only reports by default: make it fail like ASan does.
@@ -646,31 +659,16 @@ class Primary:
         self.log_path = os.path.join(tmpdir, name + ".log")
         self.proc = None
         self.starts = 0
-        _all_primaries.append(self)
-        _test_primaries.append(self)
-        if start:
-            self.start()
+        _all_daemons.append(self)
+        _test_daemons.append(self)
 
     # -- configuration -------------------------------------------------
     def write_config(self, config):
         text = config if isinstance(config, str) else to_yaml(config) + "\n"
+        if self.config_path is None:
+            self.config_path = os.path.join(self.tmpdir, self.name + ".yaml")
         with open(self.config_path, "w") as f:
             f.write(text)
-
-    @property
-    def store_url(self):
-        return self.store or "sqlite:%s/meta.db" % self.data_dir
-
-    def argv(self):
-        a = [primary_binary()]
-        if self.config_path is not None:
-            a += ["-c", self.config_path]
-        a += ["--listen", "127.0.0.1:%d" % self.port, "--admin", "127.0.0.1:%d" % self.admin_port]
-        if self.store is not None:
-            a += ["--store", self.store]
-        else:
-            a += ["--data-dir", self.data_dir]
-        return a + self.extra_args
 
     # -- life cycle ----------------------------------------------------
     def spawn(self):
@@ -698,23 +696,27 @@ class Primary:
                     continue
                 raise
 
+    def ready(self):
+        """Whether the admin port says the daemon is up (OSError: not yet)."""
+        raise NotImplementedError
+
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise StartError("mp-primary exited with %d during start-up:\n%s" %
-                                 (rc, self.log_since_start()[-3000:]))
+                raise StartError("%s exited with %d during start-up:\n%s" %
+                                 (self.program, rc, self.log_since_start()[-3000:]))
             try:
-                code, body = self.http("GET", "/healthz", timeout=2)
-                if code == 200:
+                if self.ready():
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.kill9()
-                raise StartError("mp-primary did not answer /healthz within %ss:\n%s" %
-                                 (timeout, self.log_since_start()[-3000:]))
+                raise StartError("%s did not answer %s within %ss:\n%s" %
+                                 (self.program, self.ready_path, timeout,
+                                  self.log_since_start()[-3000:]))
             time.sleep(0.05)
 
     @property
@@ -725,7 +727,7 @@ class Primary:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig):
-        assert self.running(), "mp-primary is not running"
+        assert self.running(), "%s is not running" % self.program
         os.kill(self.proc.pid, sig)
 
     def stop(self, timeout=60, expect_code=0):
@@ -733,32 +735,26 @@ class Primary:
         sanitizer reports."""
         if not self.running():
             rc = self.proc.returncode if self.proc else None
-            raise AssertionError("mp-primary was not running at stop (exit code %r)" % rc)
+            raise AssertionError("%s (%s) was not running at stop (exit code %r):\n%s" % (
+                self.program, self.name, rc, self.log_since_start()[-3000:]))
         os.kill(self.proc.pid, signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
-            raise AssertionError("mp-primary did not exit within %ss of SIGTERM" % timeout)
+            raise AssertionError("%s did not exit within %ss of SIGTERM" % (self.program,
+                                                                            timeout))
         self.check_log_clean()
         if expect_code is not None:
             assert rc == expect_code, (
-                "mp-primary exited with %d after SIGTERM (expected %d):\n%s" %
-                (rc, expect_code, self.log_since_start()[-4000:]))
+                "%s exited with %d after SIGTERM (expected %d):\n%s" %
+                (self.program, rc, expect_code, self.log_since_start()[-4000:]))
         return rc
 
     def kill9(self):
-        """SIGKILL, then (PostgreSQL) wait until the server has ended the
-        dead daemon's sessions: a COMMIT it sent just before dying may still
-        land, and a check of the store must see the state it leaves."""
         if self.running():
-            ports = None
-            if self.store is not None and self.store.startswith("postgres"):
-                ports = _tcp_client_ports(self.proc.pid, _url_port(self.store))
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            if ports:
-                wait_pg_sessions_gone(self.store, ports)
 
     def restart(self, timeout=60):
         self.stop()
@@ -778,6 +774,10 @@ class Primary:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def log_size(self):
+        """The log's length now, for wait_log(since=...)."""
+        return len(self.log())
 
     def log_since_start(self):
         try:
@@ -832,6 +832,63 @@ class Primary:
                     return int(line.split()[1])
         raise AssertionError("no VmRSS for pid %d" % self.pid)
 
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+
+class Primary(Daemon):
+    """A running mp-primary.
+
+    store: None (SQLite in its own data directory) or a store URL.
+    config: None or a dict written as the YAML file given with -c.
+    extra_args: more command-line arguments.
+    Listen and admin addresses are free ports on 127.0.0.1, given on the
+    command line (which beats the file)."""
+
+    program = "mp-primary"
+    ready_path = "/healthz"
+
+    def __init__(self, tmpdir, store=None, config=None, extra_args=(), name="primary",
+                 data_dir=None, start=True, env=None, ports=None):
+        self.store = store
+        self.data_dir = data_dir or os.path.join(tmpdir, name + "-data")
+        self._setup(tmpdir, name, config, extra_args, env, ports)
+        if start:
+            self.start()
+
+    @property
+    def store_url(self):
+        return self.store or "sqlite:%s/meta.db" % self.data_dir
+
+    def argv(self):
+        a = [primary_binary()]
+        if self.config_path is not None:
+            a += ["-c", self.config_path]
+        a += ["--listen", "127.0.0.1:%d" % self.port, "--admin", "127.0.0.1:%d" % self.admin_port]
+        if self.store is not None:
+            a += ["--store", self.store]
+        else:
+            a += ["--data-dir", self.data_dir]
+        return a + self.extra_args
+
+    def ready(self):
+        code, body = self.http("GET", "/healthz", timeout=2)
+        return code == 200
+
+    def kill9(self):
+        """SIGKILL, then (PostgreSQL) wait until the server has ended the
+        dead daemon's sessions: a COMMIT it sent just before dying may still
+        land, and a check of the store must see the state it leaves."""
+        if self.running():
+            ports = None
+            if self.store is not None and self.store.startswith("postgres"):
+                ports = _tcp_client_ports(self.proc.pid, _url_port(self.store))
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            if ports:
+                wait_pg_sessions_gone(self.store, ports)
+
     # -- clients -------------------------------------------------------
     def client(self, hello=True, token=None, **kw):
         return Client(self.port, hello=hello, token=token, **kw)
@@ -840,8 +897,100 @@ class Primary:
         return storecheck(self.store_url)
 
 
+def version_and_digest(d):
+    """(version, hex digest) from the /status of a Primary or a Mirror."""
+    st = d.status()
+    return (st["applied_version"] if st.get("role") == "mirror" else st["version"]), st["digest"]
+
+
+def mirror_binary():
+    return os.environ.get("MP_MIRROR") or os.path.join(REPO, "build", "mirror", "mp-mirror")
+
+
+def upstream_address(u):
+    """HOST:PORT of a Primary or Mirror, or a string as given."""
+    return u.address if isinstance(u, Daemon) else str(u)
+
+
+class Mirror(Daemon):
+    """A running mp-mirror.
+
+    upstream: a Primary, a Mirror, a "HOST:PORT" string, or a list of them
+    (failover order); read at each start, so it may be changed between
+    starts. config: None or a dict written as the YAML file given with -c.
+    Site, upstream, data directory, listen and admin addresses are given on
+    the command line (which beats the file).
+
+    Start-up waits for /status to answer: /healthz says 503 while the
+    replica bootstraps, which is a state tests want to see."""
+
+    program = "mp-mirror"
+    ready_path = "/status"
+
+    def __init__(self, tmpdir, upstream, site=None, config=None, extra_args=(), name="mirror",
+                 data_dir=None, start=True, env=None, ports=None):
+        self.upstream = upstream
+        self.site = site or name
+        self.data_dir = data_dir or os.path.join(tmpdir, name + "-data")
+        self._setup(tmpdir, name, config, extra_args, env, ports)
+        if start:
+            self.start()
+
+    @property
+    def upstream_list(self):
+        us = self.upstream if isinstance(self.upstream, (list, tuple)) else [self.upstream]
+        return ",".join(upstream_address(u) for u in us)
+
+    def argv(self):
+        a = [mirror_binary()]
+        if self.config_path is not None:
+            a += ["-c", self.config_path]
+        a += ["--site", self.site, "--upstream", self.upstream_list,
+              "--data-dir", self.data_dir,
+              "--listen", "127.0.0.1:%d" % self.port, "--admin", "127.0.0.1:%d" % self.admin_port]
+        return a + self.extra_args
+
+    def ready(self):
+        code, body = self.http("GET", "/status", timeout=2)
+        return code == 200
+
+    def healthz(self):
+        """(HTTP code, body) of /healthz."""
+        return self.http("GET", "/healthz", timeout=5)
+
+    def wait_state(self, pred, timeout=60, what="mirror state"):
+        """Polls /status until pred(status) is true; returns that status. A
+        failure shows the last status seen."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                last = self.status()
+                if pred(last):
+                    return last
+            except (AssertionError, OSError, ValueError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %s not reached within %ss; last /status: %r" % (
+                    self.name, what, timeout, last))
+            time.sleep(0.05)
+
+    def wait_caught_up(self, upstream, timeout=60):
+        """Waits until /status shows the version and digest of upstream (a
+        Primary or Mirror, which must be idle); returns the mirror's status."""
+        want_v, want_d = version_and_digest(upstream)
+        return self.wait_state(
+            lambda st: st["applied_version"] == want_v and st["digest"] == want_d,
+            timeout=timeout, what="version %d with digest %s" % (want_v, want_d))
+
+    # -- clients -------------------------------------------------------
+    def client(self, hello=True, token=None, **kw):
+        return Client(self.port, hello=hello, token=token, role="mirror", **kw)
+
+
+
 def _cleanup():
-    for p in _all_primaries:
+    for p in _all_daemons:
         if p.running():
             try:
                 os.kill(p.proc.pid, signal.SIGKILL)
@@ -860,6 +1009,17 @@ def run_primary(args, timeout=30, env=None):
     if env:
         e.update(env)
     p = subprocess.run([primary_binary()] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout, env=e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def run_mirror(args, timeout=30, env=None):
+    """Runs mp-mirror with args to completion (-n, failed starts): returns
+    (exit code, stdout, stderr)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    p = subprocess.run([mirror_binary()] + list(args), stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=timeout, env=e)
     return p.returncode, p.stdout, p.stderr
 
@@ -1001,6 +1161,78 @@ def layout_bytes(lay):
     return msgpack.packb(lay, use_bin_type=True)
 
 
+class Storm:
+    """n writer threads, each on its own connection to port, looping over
+    create /PREFIX/wK/fI, mkdir dI, rename fI -> dI/f, create dI/g, unlink
+    dI/f, until stop() (or `seconds` passed to run()). A writer whose daemon
+    goes away ends quietly; any other error is kept and raised by stop().
+    versions: every acknowledged version."""
+
+    def __init__(self, port, prefix="/storm", n=16, token=None):
+        self.port, self.prefix, self.n = port, prefix, n
+        c = Client(port, hello=True, token=token)
+        c.mkdir(prefix, parents=True)
+        c.batch([(MKDIR, {"path": "%s/w%d" % (prefix, k)}) for k in range(n)])
+        c.close()
+        self.token = token
+        self.halt = threading.Event()
+        self.errors = []
+        self.versions = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(n)]
+
+    def _run(self, k):
+        base = "%s/w%d" % (self.prefix, k)
+        mine = []
+        try:
+            c = Client(self.port, hello=True, token=self.token)
+        except OSError as e:
+            self.errors.append(e)
+            return
+        i = 0
+        try:
+            while not self.halt.is_set():
+                f, d = "%s/f%d" % (base, i), "%s/d%d" % (base, i)
+                mine.append(c.create(f, size=i)["version"])
+                mine.append(c.mkdir(d)["version"])
+                mine.append(c.rename(f, d + "/f")["version"])
+                mine.append(c.create(d + "/g", size=i)["version"])
+                mine.append(c.unlink(d + "/f")["version"])
+                i += 1
+        except (ConnectionClosed, ConnectionResetError, BrokenPipeError, TimeoutError,
+                OSError):
+            pass  # the daemon went away
+        except MPError as e:
+            if e.code != "ESHUTDOWN":  # a draining daemon refuses writes
+                self.errors.append(e)
+        except BaseException as e:  # any other ERROR reply or a bad frame
+            self.errors.append(e)
+        finally:
+            c.close()
+            with self.lock:
+                self.versions.extend(mine)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self, timeout=60):
+        self.halt.set()
+        for t in self.threads:
+            t.join(timeout)
+            assert not t.is_alive(), "a writer hangs"
+        assert not self.errors, "writers failed: %r" % self.errors[:3]
+        return sorted(self.versions)
+
+    def run(self, seconds):
+        """start(), sleep, stop(): returns the acknowledged versions."""
+        self.start()
+        time.sleep(seconds)
+        return self.stop()
+
+
 # ---------------------------------------------------------------- runner
 
 def main(namespace):
@@ -1018,7 +1250,7 @@ def main(namespace):
     for name, fn in tests:
         tmp = os.path.join(base, name)
         os.makedirs(tmp)
-        del _test_primaries[:]
+        del _test_daemons[:]
         t0 = time.monotonic()
         print("---- %s [%s]" % (name, STORE), flush=True)
         try:
@@ -1034,13 +1266,13 @@ def main(namespace):
             failed.append(name)
             print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0), flush=True)
             traceback.print_exc()
-            for p in _test_primaries:
+            for p in _test_daemons:
                 print("------ log of %s (%s) ------" % (p.name, p.log_path))
                 text = p.log()
                 print(text[-12000:] if len(text) > 12000 else text)
             sys.stdout.flush()
         finally:
-            for p in _test_primaries:
+            for p in _test_daemons:
                 if p.running():
                     p.kill9()
     print("%d passed, %d failed, %d skipped in %.1f s [%s store]" % (
