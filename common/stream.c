@@ -131,6 +131,13 @@ void stream_reset(struct streamer *st)
 		request_snapshot(st, sub);
 }
 
+void stream_disconnect_all(struct streamer *st, const char *why)
+{
+	struct subscriber *sub;
+	while ((sub = LIST_FIRST(&st->subscribers)) != NULL)
+		conn_close(sub->c, why); /* detaches sub */
+}
+
 void stream_free(struct streamer *st)
 {
 	if (st == NULL)
@@ -629,7 +636,7 @@ void stream_heartbeat(struct streamer *st)
 		msg_pack_key(&pk, "version");
 		msgpack_pack_uint64(&pk, (*st->h.version));
 		msg_pack_key(&pk, "time");
-		msgpack_pack_int64(&pk, now);
+		msgpack_pack_int64(&pk, st->h.fresh_ns != NULL ? *st->h.fresh_ns : now);
 		msg_end(&sb);
 		conn_send(sub->c, sb.data, sb.size);
 		msgpack_sbuffer_destroy(&sb);

@@ -28,6 +28,10 @@ struct stream_host {
 	const uint8_t *digest;
 	const uint64_t *next_ino;
 	const char *cluster_id;
+	/* The primary's clock as of which this state is known current, sent
+	 * in heartbeats so that staleness propagates down a cascade; NULL at
+	 * the primary itself (now). */
+	const int64_t *fresh_ns;
 	struct changelog *log; /* the in-memory tail; its store_oldest is the
 	                          oldest version the owner can serve at all */
 	/* Reads versions >= from out of the owner's durable log; NULL when
@@ -61,6 +65,9 @@ void stream_publish(struct streamer *st, uint64_t first, uint64_t last);
 /* The owner replaced its whole state (a mirror re-bootstrapped): every
  * subscriber is sent a snapshot. */
 void stream_reset(struct streamer *st);
+/* The owner has no state worth serving (it is bootstrapping again): every
+ * subscriber is disconnected, to reconnect later or elsewhere. */
+void stream_disconnect_all(struct streamer *st, const char *why);
 void stream_heartbeat(struct streamer *st);
 /* Oldest version a subscriber (or a recently seen site) still needs;
  * UINT64_MAX when none. */

@@ -131,9 +131,13 @@ static void discard_state(struct mirror *m, const char *why)
 		waitpid(m->snapshot_pid, NULL, 0);
 		m->snapshot_pid = 0;
 	}
+	m->upstream_version = 0;
+	m->behind_since_ns = 0;
 	journal_reset(m->journal);
 	reset_log(m);
-	stream_reset(m->stream);
+	/* Subscribers must not be handed the empty state: they keep theirs
+	 * and come back (or go elsewhere) once this replica is whole again. */
+	stream_disconnect_all(m->stream, "this replica is bootstrapping again");
 }
 
 static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id)
@@ -148,12 +152,8 @@ static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id)
 		snprintf(m->cluster_id, sizeof(m->cluster_id), "%s", cluster_id);
 		return UPSTREAM_REBOOTSTRAP;
 	}
-	if (m->cluster_id[0] == '\0') {
+	if (m->cluster_id[0] == '\0')
 		snprintf(m->cluster_id, sizeof(m->cluster_id), "%s", cluster_id);
-		/* The journal needs a base to replay onto: the empty state. */
-		if (m->version == 0)
-			start_snapshot(m, true);
-	}
 	return UPSTREAM_OK;
 }
 
@@ -180,10 +180,26 @@ static void on_subscribed(void *arg, uint64_t upstream_version, bool snapshot)
 {
 	struct mirror *m = arg;
 	m->last_heard_ns = mirror_now_ns();
+	if (m->fresh_ns < m->last_heard_ns - (int64_t)m->cfg.heartbeat_interval_ms * 1000000)
+		m->fresh_ns = m->last_heard_ns;
+	/* The upstream may be another one than before (failover, another
+	 * cluster): its version is what it says now. */
+	m->upstream_version = upstream_version;
+	m->behind_since_ns = 0;
 	note_upstream_version(m, upstream_version);
+	if (snapshot) {
+		/* Our state is about to be replaced, perhaps because it
+		 * diverged: stop serving it until the snapshot is in. */
+		m->ready = false;
+		return;
+	}
+	/* A journal needs a base to replay onto: starting from nothing, the
+	 * empty state at version 0 is it. */
+	if (m->version == 0 && m->durable == 0)
+		start_snapshot(m, true);
 	/* Without a snapshot the upstream vouched for our state at our
 	 * version (it checked the digest): it is worth reading. */
-	if (!snapshot && !m->ready) {
+	if (!m->ready) {
 		m->ready = true;
 		mirror_wake_parked(m, false);
 	}
@@ -221,6 +237,8 @@ static enum upstream_verdict on_apply(void *arg, const uint8_t *record, size_t l
 		msgpack_unpacked_destroy(&u);
 	}
 	m->version_time = h.time;
+	if (h.time > m->fresh_ns)
+		m->fresh_ns = h.time;
 	struct changelog_entry e = {
 	    .version = v, .time = h.time, .record = copy, .record_len = len};
 	memcpy(e.digest, m->digest, DIGEST_LEN);
@@ -253,6 +271,7 @@ static enum upstream_verdict on_snapshot_begin(void *arg, uint64_t version,
 	m->boot_next_ino = next_ino;
 	memcpy(m->boot_digest, digest, DIGEST_LEN);
 	snprintf(m->boot_cluster, sizeof(m->boot_cluster), "%s", cluster_id);
+	m->last_heard_ns = mirror_now_ns();
 	log_info("site %s: receiving a snapshot of %llu entries at version %llu", m->cfg.site,
 	         (unsigned long long)count, (unsigned long long)version);
 	return UPSTREAM_OK;
@@ -292,6 +311,9 @@ static enum upstream_verdict on_snapshot_end(void *arg, uint64_t version, uint64
 	snprintf(m->cluster_id, sizeof(m->cluster_id), "%s", m->boot_cluster);
 	m->ready = true;
 	m->version_time = 0;
+	m->last_heard_ns = mirror_now_ns();
+	if (m->fresh_ns < m->last_heard_ns)
+		m->fresh_ns = m->last_heard_ns;
 	metric_add(m->m_bootstraps, 1);
 	if (m->snapshot_pid > 0) {
 		kill(m->snapshot_pid, SIGKILL);
@@ -318,6 +340,8 @@ static void on_heartbeat(void *arg, uint64_t upstream_version, int64_t time_ns)
 {
 	struct mirror *m = arg;
 	m->last_heard_ns = mirror_now_ns();
+	if (time_ns > m->fresh_ns)
+		m->fresh_ns = time_ns;
 	note_upstream_version(m, upstream_version);
 }
 
@@ -585,6 +609,7 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	    .digest = m->digest,
 	    .next_ino = &m->next_ino,
 	    .cluster_id = m->cluster_id,
+	    .fresh_ns = &m->fresh_ns,
 	    .log = m->log,
 	    .read_log = NULL,
 	    .when_idle = run_now,

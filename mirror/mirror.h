@@ -90,6 +90,7 @@ struct mirror {
 	char *token;
 	uint64_t upstream_version;
 	int64_t last_heard_ns;
+	int64_t fresh_ns; /* the primary's clock as of which our state is current */
 	int64_t behind_since_ns;
 	/* Serving. */
 	struct changelog *log;

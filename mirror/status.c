@@ -27,10 +27,12 @@ double mirror_lag_seconds(const struct mirror *m)
 	int64_t now = mirror_now_ns();
 	if (m->behind_since_ns != 0)
 		return (double)(now - m->behind_since_ns) / 1e9;
-	/* Caught up as of the last word from upstream: how old is that? A
-	 * heartbeat comes every interval, so silence longer than that is
-	 * staleness we cannot see past. */
-	int64_t since = m->last_heard_ns ? now - m->last_heard_ns : now - m->started;
+	/* Caught up with what we heard: how current is that? Heartbeats carry
+	 * the primary's clock as of which the upstream is current, so an
+	 * upstream mirror cut off from the primary shows here too. One beat
+	 * comes every interval; silence beyond two is staleness. */
+	int64_t fresh = m->fresh_ns ? m->fresh_ns : m->started;
+	int64_t since = now - fresh;
 	int64_t grace = (int64_t)m->cfg.heartbeat_interval_ms * 2000000;
 	return since > grace ? (double)since / 1e9 : 0;
 }
@@ -109,6 +111,7 @@ static int metrics(void *arg, struct evbuffer *body, const char **ret_content_ty
 	metric_set(m->m_lag_versions, (double)mirror_lag_versions(m));
 	metric_set(m->m_lag_seconds, mirror_lag_seconds(m));
 	metric_set(m->m_parked, (double)m->nparked);
+	metric_set(m->m_entries, (double)namespace_count(m->ns));
 	stream_update_metrics(m->stream);
 	return metrics_handler(m->metrics, body, ret_content_type);
 }

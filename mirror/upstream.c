@@ -430,9 +430,17 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			return;
 		evbuffer_drain(in, FRAME_HEADER_LEN + (size_t)len);
 	}
-	if (u->bev == bev && evbuffer_get_length(in) >= FRAME_HEADER_LEN)
-		bufferevent_trigger(bev, EV_READ,
-		                    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+	/* Come back on the next loop turn only for a whole frame: half a
+	 * frame waits for the socket (and the silence timer). */
+	if (u->bev == bev && evbuffer_get_length(in) >= FRAME_HEADER_LEN) {
+		uint8_t hdr[FRAME_HEADER_LEN];
+		evbuffer_copyout(in, hdr, sizeof(hdr));
+		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		               (uint32_t)hdr[2] << 8 | hdr[3];
+		if (evbuffer_get_length(in) >= FRAME_HEADER_LEN + (size_t)len)
+			bufferevent_trigger(bev, EV_READ,
+			                    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+	}
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
