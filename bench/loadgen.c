@@ -1,4 +1,5 @@
-/* loadgen: metadata write load against mp-primary.
+/* loadgen: metadata write load against mp-primary, or read load against
+ * mp-primary or mp-mirror (--read).
  *
  * N connections, each sends HELLO, makes its own directory
  * /bench-RUN/cN (MKDIR parents) and then keeps DEPTH CREATE requests in
@@ -11,7 +12,14 @@
  * creates per second, latency percentiles (microseconds, from send to
  * reply), and errors with their messages. Every reply is checked: an ERROR
  * reply is an error, and anything that is not a well-formed REPLY for an
- * outstanding request ends that connection as a protocol error. */
+ * outstanding request ends that connection as a protocol error.
+ *
+ * With --read PATH, connection 0 first walks the tree under PATH with
+ * READDIR (every page of every directory, up to --walk-dirs directories)
+ * and keeps a uniform random sample (reservoir) of --samples entries; then
+ * every connection keeps DEPTH reads in flight, cycling LOOKUP (parent,
+ * name), GETATTR (ino) and RESOLVE (path) of random sampled entries, and
+ * checks that each answer is the entry asked for. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -42,13 +50,30 @@
 #define MAX_ERROR_KINDS      8
 #define MAX_CONNECTIONS      10000
 #define MAX_DEPTH            1024
+#define WALK_PAGE            10000 /* READDIR limit while walking */
+
+enum read_op { OP_LOOKUP, OP_GETATTR, OP_RESOLVE, NREAD_OPS };
+
+/* An entry that reads ask for. */
+struct sample {
+	uint64_t parent, ino;
+	char *name; /* NUL-terminated */
+	char *path;
+};
+
+/* A directory still to be listed by the walk. */
+struct walk_dir {
+	uint64_t ino;
+	char *path;
+};
 
 struct slot {
 	uint64_t id; /* 0: free */
 	int64_t sent_ns;
+	uint64_t expect_ino; /* --read: the entry asked for */
 };
 
-enum conn_state { ST_CONNECTING, ST_HELLO, ST_MKDIR, ST_READY, ST_RUNNING, ST_CLOSED };
+enum conn_state { ST_CONNECTING, ST_HELLO, ST_MKDIR, ST_READY, ST_WALK, ST_RUNNING, ST_CLOSED };
 
 struct lg_conn {
 	struct loadgen *lg;
@@ -59,6 +84,8 @@ struct lg_conn {
 	uint64_t next_file;
 	struct slot *slots;
 	unsigned inflight;
+	unsigned next_op;
+	uint64_t rng;
 	msgpack_sbuffer sb;
 };
 
@@ -80,6 +107,20 @@ struct loadgen {
 	uint64_t count; /* 0: run for duration_s */
 	unsigned timeout_s;
 	bool layout_as_array;
+	const char *read_root; /* --read: reads of entries under this path */
+	size_t max_samples;
+	size_t max_walk_dirs;
+
+	/* --read: the walk and its sample */
+	struct sample *samples;
+	size_t nsamples;
+	uint64_t seen; /* entries the walk listed */
+	struct walk_dir *dirs;
+	size_t ndirs, dirs_head, dirs_cap;
+	size_t dirs_listed;
+	uint64_t walk_rng;
+	char *walk_cursor; /* last name of the page being listed */
+	int64_t walk_ns;
 
 	struct lg_conn *conns;
 	unsigned nready, nalive;
@@ -198,10 +239,23 @@ static void setup_failed(struct lg_conn *c, const char *fmt, ...)
 	event_base_loopbreak(c->lg->base);
 }
 
+/* Straight to the socket when nothing is queued, as a lean client would:
+ * bufferevent_write would arm the write event and disarm it after the
+ * write (two epoll_ctl calls per request), which made loadgen, not the
+ * server, the limit of read runs on two cores. */
 static void send_frame(struct lg_conn *c)
 {
 	msg_end(&c->sb);
-	bufferevent_write(c->bev, c->sb.data, c->sb.size);
+	size_t off = 0;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		ssize_t n = send(bufferevent_getfd(c->bev), c->sb.data, c->sb.size, MSG_NOSIGNAL);
+		if (n > 0)
+			off = (size_t)n;
+	}
+	/* The rest (or all of it after EAGAIN or an error, which the
+	 * bufferevent then reports) goes through the bufferevent. */
+	if (off < c->sb.size)
+		bufferevent_write(c->bev, c->sb.data + off, c->sb.size - off);
 }
 
 static void send_hello(struct lg_conn *c)
@@ -258,18 +312,94 @@ static void send_create(struct lg_conn *c)
 		msg_pack_raw(&pk, lg->layout, lg->layout_len);
 	else
 		msg_pack_binn(&pk, lg->layout, lg->layout_len);
+	s->sent_ns = mono_ns(); /* send_frame may write to the socket at once */
 	send_frame(c);
 	c->inflight++;
 	lg->issued++;
-	s->sent_ns = mono_ns();
+}
+
+static uint64_t xorshift64(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+	if (p == NULL) {
+		fprintf(stderr, "loadgen: out of memory\n");
+		exit(1);
+	}
+	return p;
+}
+
+static char *join_path(const char *dir, const char *name, size_t name_len)
+{
+	size_t dlen = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
+	char *p = xmalloc(dlen + 1 + name_len + 1);
+	memcpy(p, dir, dlen);
+	p[dlen] = '/';
+	memcpy(p + dlen + 1, name, name_len);
+	p[dlen + 1 + name_len] = '\0';
+	return p;
+}
+
+static void send_read(struct lg_conn *c)
+{
+	struct loadgen *lg = c->lg;
+	struct slot *s = NULL;
+	for (unsigned i = 0; i < lg->depth; i++) {
+		if (c->slots[i].id == 0) {
+			s = &c->slots[i];
+			break;
+		}
+	}
+	if (s == NULL)
+		return;
+	const struct sample *e = &lg->samples[xorshift64(&c->rng) % lg->nsamples];
+	enum read_op op = (enum read_op)(c->next_op++ % NREAD_OPS);
+	msgpack_packer pk;
+	s->id = ++c->next_id;
+	s->expect_ino = e->ino;
+	switch (op) {
+	case OP_LOOKUP:
+		msg_begin(&c->sb, &pk, MT_LOOKUP, s->id, 2);
+		msg_pack_key(&pk, "parent");
+		msgpack_pack_uint64(&pk, e->parent);
+		msg_pack_key(&pk, "name");
+		msg_pack_cstr(&pk, e->name);
+		break;
+	case OP_GETATTR:
+		msg_begin(&c->sb, &pk, MT_GETATTR, s->id, 1);
+		msg_pack_key(&pk, "ino");
+		msgpack_pack_uint64(&pk, e->ino);
+		break;
+	default:
+		msg_begin(&c->sb, &pk, MT_RESOLVE, s->id, 1);
+		msg_pack_key(&pk, "path");
+		msg_pack_cstr(&pk, e->path);
+		break;
+	}
+	s->sent_ns = mono_ns(); /* send_frame may write to the socket at once */
+	send_frame(c);
+	c->inflight++;
+	lg->issued++;
 }
 
 static void fill_pipeline(struct lg_conn *c)
 {
 	struct loadgen *lg = c->lg;
 	while (!lg->stopping && c->inflight < lg->depth &&
-	       (lg->count == 0 || lg->issued < lg->count))
-		send_create(c);
+	       (lg->count == 0 || lg->issued < lg->count)) {
+		if (lg->read_root != NULL)
+			send_read(c);
+		else
+			send_create(c);
+	}
 }
 
 static void start_load(struct loadgen *lg);
@@ -308,6 +438,177 @@ static const char *error_message(const struct frame *f, char *buf, size_t len)
 	return buf;
 }
 
+/* ---- --read: the walk that picks the entries to read ---- */
+
+static void walk_push(struct loadgen *lg, uint64_t ino, char *path)
+{
+	if (lg->ndirs == lg->dirs_cap) {
+		size_t cap = lg->dirs_cap ? lg->dirs_cap * 2 : 1024;
+		struct walk_dir *d = realloc(lg->dirs, cap * sizeof(*d));
+		if (d == NULL) {
+			fprintf(stderr, "loadgen: out of memory\n");
+			exit(1);
+		}
+		lg->dirs = d;
+		lg->dirs_cap = cap;
+	}
+	lg->dirs[lg->ndirs].ino = ino;
+	lg->dirs[lg->ndirs].path = path;
+	lg->ndirs++;
+}
+
+/* Reservoir sampling: every entry listed has the same chance to be kept. */
+static void walk_take(struct loadgen *lg, const struct node_rec *rec, const char *dir_path)
+{
+	lg->seen++;
+	size_t slot = lg->nsamples;
+	if (lg->nsamples == lg->max_samples) {
+		uint64_t j = xorshift64(&lg->walk_rng) % lg->seen;
+		if (j >= lg->max_samples)
+			goto dirs;
+		slot = (size_t)j;
+		free(lg->samples[slot].name);
+		free(lg->samples[slot].path);
+	} else {
+		lg->nsamples++;
+	}
+	struct sample *e = &lg->samples[slot];
+	e->parent = rec->parent;
+	e->ino = rec->ino;
+	e->name = xmalloc((size_t)rec->name_len + 1);
+	memcpy(e->name, rec->name, rec->name_len);
+	e->name[rec->name_len] = '\0';
+	e->path = join_path(dir_path, rec->name, rec->name_len);
+dirs:
+	if (rec->type == NODE_DIR && lg->ndirs < lg->max_walk_dirs)
+		walk_push(lg, rec->ino, join_path(dir_path, rec->name, rec->name_len));
+}
+
+static void walk_send(struct lg_conn *c)
+{
+	struct loadgen *lg = c->lg;
+	msgpack_packer pk;
+	c->slots[0].id = ++c->next_id;
+	if (lg->ndirs == 0) { /* the root of the walk first */
+		msg_begin(&c->sb, &pk, MT_RESOLVE, c->slots[0].id, 1);
+		msg_pack_key(&pk, "path");
+		msg_pack_cstr(&pk, lg->read_root);
+	} else {
+		msg_begin(&c->sb, &pk, MT_READDIR, c->slots[0].id, lg->walk_cursor ? 3 : 2);
+		msg_pack_key(&pk, "ino");
+		msgpack_pack_uint64(&pk, lg->dirs[lg->dirs_head].ino);
+		msg_pack_key(&pk, "limit");
+		msgpack_pack_uint32(&pk, WALK_PAGE);
+		if (lg->walk_cursor) {
+			msg_pack_key(&pk, "cursor");
+			msg_pack_cstr(&pk, lg->walk_cursor);
+		}
+	}
+	send_frame(c);
+}
+
+static void start_walk(struct lg_conn *c)
+{
+	c->state = ST_WALK;
+	c->lg->walk_ns = mono_ns();
+	walk_send(c);
+}
+
+static void walk_frame(struct lg_conn *c, const struct frame *f)
+{
+	struct loadgen *lg = c->lg;
+	char err[256], buf[300];
+	if (f->id != c->slots[0].id) {
+		setup_failed(c, "walk: %s with id %" PRIu64 " matches no request",
+		             proto_msg_name(f->type), f->id);
+		return;
+	}
+	c->slots[0].id = 0;
+	if (f->type != MT_REPLY) {
+		setup_failed(c, "walk under %s: %s %s", lg->read_root, proto_msg_name(f->type),
+		             f->type == MT_ERROR ? error_message(f, buf, sizeof(buf)) : "");
+		return;
+	}
+	if (lg->ndirs == 0) {
+		struct node_rec root;
+		const msgpack_object *node = msg_field(f->body, "node");
+		if (node == NULL || msg_parse_node(node, &root, err, sizeof(err)) < 0 ||
+		    root.type != NODE_DIR) {
+			setup_failed(c, "--read %s: not a directory", lg->read_root);
+			return;
+		}
+		char *path = xmalloc(strlen(lg->read_root) + 1);
+		strcpy(path, lg->read_root);
+		walk_push(lg, root.ino, path);
+		walk_send(c);
+		return;
+	}
+	const msgpack_object_array *entries;
+	if (msg_get_array(f->body, "entries", true, WALK_PAGE, &entries, err, sizeof(err)) < 0) {
+		setup_failed(c, "walk: READDIR: %s", err);
+		return;
+	}
+	struct walk_dir *d = &lg->dirs[lg->dirs_head];
+	char *dir_path = d->path; /* walk_take may move lg->dirs */
+	for (uint32_t i = 0; i < entries->size; i++) {
+		struct node_rec rec;
+		if (msg_parse_node(&entries->ptr[i], &rec, err, sizeof(err)) < 0) {
+			setup_failed(c, "walk: READDIR entry: %s", err);
+			return;
+		}
+		walk_take(lg, &rec, dir_path);
+	}
+	free(lg->walk_cursor);
+	lg->walk_cursor = NULL;
+	const msgpack_object *next = msg_field(f->body, "next");
+	if (next != NULL &&
+	    (next->type == MSGPACK_OBJECT_STR || next->type == MSGPACK_OBJECT_BIN) &&
+	    next->via.str.size > 0) {
+		lg->walk_cursor = xmalloc(next->via.str.size + 1);
+		memcpy(lg->walk_cursor, next->via.str.ptr, next->via.str.size);
+		lg->walk_cursor[next->via.str.size] = '\0';
+	} else {
+		free(dir_path);
+		lg->dirs[lg->dirs_head].path = NULL;
+		lg->dirs_head++;
+		lg->dirs_listed++;
+	}
+	if (lg->dirs_head < lg->ndirs) {
+		walk_send(c);
+		return;
+	}
+	lg->walk_ns = mono_ns() - lg->walk_ns;
+	if (lg->nsamples == 0) {
+		setup_failed(c, "--read %s: no entries under it to read", lg->read_root);
+		return;
+	}
+	c->state = ST_READY;
+	start_load(lg);
+}
+
+/* A REPLY to a read must carry a version and the entry asked for. */
+static int check_read_reply(const struct frame *f, uint64_t expect_ino, char *err, size_t errlen)
+{
+	uint64_t version;
+	int r = msg_get_u64(f->body, "version", true, UINT64_MAX, &version, err, errlen);
+	if (r < 0)
+		return r;
+	const msgpack_object *node = msg_field(f->body, "node");
+	struct node_rec rec;
+	if (node == NULL) {
+		snprintf(err, errlen, "REPLY to a read without 'node'");
+		return -EINVAL;
+	}
+	if (msg_parse_node(node, &rec, err, errlen) < 0)
+		return -EINVAL;
+	if (rec.ino != expect_ino) {
+		snprintf(err, errlen, "read of inode %" PRIu64 " answered with inode %" PRIu64,
+		         expect_ino, rec.ino);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* A REPLY to CREATE must carry a version and a file node. */
 static int check_create_reply(const struct frame *f, char *err, size_t errlen)
 {
@@ -342,7 +643,18 @@ static void handle_frame(struct lg_conn *c, const struct frame *f)
 			             f->type == MT_ERROR ? error_message(f, buf, sizeof(buf)) : "");
 			return;
 		}
-		send_mkdir(c);
+		if (lg->read_root == NULL) {
+			send_mkdir(c);
+			return;
+		}
+		/* Reads need no directory of their own; connection 0 walks the
+		 * tree once every connection is up. */
+		c->state = ST_READY;
+		if (++lg->nready == lg->nconns)
+			start_walk(&lg->conns[0]);
+		return;
+	case ST_WALK:
+		walk_frame(c, f);
 		return;
 	case ST_MKDIR:
 		if (f->type != MT_REPLY) {
@@ -376,16 +688,19 @@ static void handle_frame(struct lg_conn *c, const struct frame *f)
 	}
 	int64_t now = mono_ns();
 	int64_t sent = s->sent_ns;
+	uint64_t expect_ino = s->expect_ino;
 	s->id = 0;
 	c->inflight--;
 	lg->completed++;
 	if (f->type == MT_ERROR) {
 		note_error(lg, "%s", error_message(f, buf, sizeof(buf)));
 	} else if (f->type != MT_REPLY) {
-		note_error(lg, "protocol: CREATE answered with %s", proto_msg_name(f->type));
+		note_error(lg, "protocol: %s answered with %s", lg->read_root ? "a read" : "CREATE",
+		           proto_msg_name(f->type));
 		lg_conn_close(c);
 		return;
-	} else if (check_create_reply(f, err, sizeof(err)) < 0) {
+	} else if ((lg->read_root ? check_read_reply(f, expect_ino, err, sizeof(err))
+	                          : check_create_reply(f, err, sizeof(err))) < 0) {
 		note_error(lg, "protocol: %s", err);
 		lg_conn_close(c);
 		return;
@@ -572,6 +887,16 @@ static void print_result(struct loadgen *lg)
 	FILE *out = stdout;
 	fprintf(out, "{\"run\": ");
 	json_str(out, lg->run);
+	if (lg->read_root != NULL) {
+		fprintf(out, ", \"mode\": \"read\", \"read_root\": ");
+		json_str(out, lg->read_root);
+		fprintf(out,
+		        ", \"entries_walked\": %" PRIu64 ", \"directories_walked\": %zu, "
+		        "\"samples\": %zu, \"walk_seconds\": %.3f",
+		        lg->seen, lg->dirs_listed, lg->nsamples, (double)lg->walk_ns / 1e9);
+	} else {
+		fprintf(out, ", \"mode\": \"create\"");
+	}
 	fprintf(out,
 	        ", \"connections\": %u, \"depth\": %u, \"layout_bytes\": %zu, "
 	        "\"warmup_ops\": %" PRIu64 ", \"ops\": %" PRIu64 ", \"seconds\": %.3f, "
@@ -602,6 +927,8 @@ static void usage(FILE *out)
 	        "usage: loadgen --connect HOST:PORT [-c CONNS] [-d DEPTH] [-t SECONDS]\n"
 	        "               [-w SECONDS] [-n COUNT] [--run NAME] [--token TOKEN]\n"
 	        "               [--layout-array] [--timeout SECONDS]\n"
+	        "       loadgen --connect HOST:PORT --read PATH [--samples N] [--walk-dirs N]\n"
+	        "               [-c CONNS] [-d DEPTH] [-t SECONDS] [-w SECONDS] [-n COUNT]\n"
 	        "\n"
 	        "  --connect H:P        mp-primary's client address\n"
 	        "  -c, --connections N  connections, each one client (default 1)\n"
@@ -612,7 +939,11 @@ static void usage(FILE *out)
 	        "  --run NAME           files go to /bench-NAME/cCONN/fI (default: time-pid)\n"
 	        "  --token TOKEN        HELLO token (when the primary has a secret)\n"
 	        "  --layout-array       send the layout as an array (default: encoded bin)\n"
-	        "  --timeout S          give up on a silent connection after S seconds (60)\n");
+	        "  --timeout S          give up on a silent connection after S seconds (60)\n"
+	        "  --read PATH          reads instead of creates: LOOKUP, GETATTR and RESOLVE in\n"
+	        "                       turn, of entries sampled from the tree under PATH\n"
+	        "  --samples N          entries kept from the walk (default 100000)\n"
+	        "  --walk-dirs N        directories listed at most (default 100000)\n");
 }
 
 static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
@@ -651,6 +982,9 @@ static int parse_args(struct loadgen *lg, int argc, char **argv)
 	    {"token", required_argument, NULL, 'T'},
 	    {"layout-array", no_argument, NULL, 'A'},
 	    {"timeout", required_argument, NULL, 'o'},
+	    {"read", required_argument, NULL, 'R'},
+	    {"samples", required_argument, NULL, 'S'},
+	    {"walk-dirs", required_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -727,6 +1061,31 @@ static int parse_args(struct loadgen *lg, int argc, char **argv)
 			}
 			lg->timeout_s = (unsigned)v;
 			break;
+		case 'R':
+			if (optarg[0] != '/' || strlen(optarg) >= NODE_PATH_MAX) {
+				fprintf(stderr, "loadgen: --read '%s': expected an absolute path\n",
+				        optarg);
+				return -EINVAL;
+			}
+			lg->read_root = optarg;
+			break;
+		case 'S':
+			if (parse_uint(optarg, 1, 100000000, &v) < 0) {
+				fprintf(stderr, "loadgen: --samples '%s': expected 1..100000000\n",
+				        optarg);
+				return -EINVAL;
+			}
+			lg->max_samples = (size_t)v;
+			break;
+		case 'D':
+			if (parse_uint(optarg, 1, 100000000, &v) < 0) {
+				fprintf(stderr,
+				        "loadgen: --walk-dirs '%s': expected 1..100000000\n",
+				        optarg);
+				return -EINVAL;
+			}
+			lg->max_walk_dirs = (size_t)v;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -762,8 +1121,18 @@ int main(int argc, char **argv)
 	lg->warmup_s = 1;
 	lg->duration_s = 10;
 	lg->timeout_s = 60;
+	lg->max_samples = 100000;
+	lg->max_walk_dirs = 100000;
 	if (parse_args(lg, argc, argv) < 0)
 		return 2;
+	if (lg->read_root != NULL) {
+		lg->samples = calloc(lg->max_samples, sizeof(*lg->samples));
+		if (lg->samples == NULL) {
+			fprintf(stderr, "loadgen: out of memory\n");
+			return 1;
+		}
+		lg->walk_rng = 0x9e3779b97f4a7c15ULL;
+	}
 	char runbuf[64];
 	if (lg->run == NULL) {
 		snprintf(runbuf, sizeof(runbuf), "%lld-%d", (long long)time(NULL), (int)getpid());
@@ -778,7 +1147,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	build_layout(lg);
+	if (lg->read_root == NULL)
+		build_layout(lg);
 	lg->base = event_base_new();
 	lg->conns = calloc(lg->nconns, sizeof(*lg->conns));
 	if (lg->base == NULL || lg->conns == NULL) {
@@ -796,6 +1166,7 @@ int main(int argc, char **argv)
 		struct lg_conn *c = &lg->conns[i];
 		c->lg = lg;
 		c->index = i;
+		c->rng = (0x2545f4914f6cdd1dULL * (i + 1) ^ (uint64_t)getpid()) | 1;
 		msgpack_sbuffer_init(&c->sb);
 		c->slots = calloc(lg->depth, sizeof(*c->slots));
 		c->bev = bufferevent_socket_new(lg->base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -826,6 +1197,15 @@ int main(int argc, char **argv)
 	}
 	free(lg->conns);
 	free(lg->lat_us);
+	for (size_t i = 0; i < lg->nsamples; i++) {
+		free(lg->samples[i].name);
+		free(lg->samples[i].path);
+	}
+	free(lg->samples);
+	for (size_t i = lg->dirs_head; i < lg->ndirs; i++)
+		free(lg->dirs[i].path);
+	free(lg->dirs);
+	free(lg->walk_cursor);
 	event_free(lg->warm_ev);
 	event_free(lg->end_ev);
 	event_free(lg->sigint_ev);

@@ -4,6 +4,9 @@
     with PgServer() as pg:
         run_tests(pg.url)        # postgres://postgres@127.0.0.1:PORT/mirrorplane
 
+    with PgServer() as pg, PgServer(standby_of=pg) as hot:
+        ...                      # hot.url: a hot standby streaming from pg
+
 CLI:
     pgserver.py run [-c KEY=VALUE]... -- CMD ARGS...
         starts a server, runs CMD with MP_TEST_PG_URL set, stops the server
@@ -20,6 +23,10 @@ in DIR itself, TCP on 127.0.0.1 and a free port, trust authentication for
 user postgres. initdb refuses to run as root, so as root the directory
 belongs to user postgres and every server binary runs through
 `runuser -u postgres --`.
+
+A standby (standby_of=PRIMARY) is made by `pg_basebackup -R -X stream` from
+the running PRIMARY instead of initdb, and runs as a hot standby with the
+default asynchronous streaming replication.
 """
 
 import argparse
@@ -74,10 +81,13 @@ class PgServer:
     options: extra postgresql.conf settings, e.g. {"fsync": "off"}.
     directory: where to put the server (created; removed by stop() only if
     this object created it or it holds a server started by this module).
+    standby_of: a running PgServer; this one becomes its hot standby (a base
+    backup of it, streaming from it). Stop the standby before the primary.
     """
 
-    def __init__(self, options=None, directory=None, log=sys.stderr):
+    def __init__(self, options=None, directory=None, log=sys.stderr, standby_of=None):
         self.options = dict(options or {})
+        self.standby_of = standby_of
         self.dir = directory
         self.port = None
         self.url = None
@@ -111,6 +121,14 @@ class PgServer:
             "logging_collector": "off",
             "log_min_messages": "warning",
         }
+        if self.standby_of is not None:
+            # What pg_basebackup -R wrote (primary_conninfo) is kept; the
+            # rest of the primary's settings it copied are replaced.
+            for line in self._read_auto_conf():
+                key, sep, value = line.partition("=")
+                if sep and key.strip() in ("primary_conninfo", "primary_slot_name"):
+                    conf[key.strip()] = value.strip()
+            conf["hot_standby"] = "on"
         for k, v in self.options.items():
             v = str(v)
             if not (v.startswith("'") or v.replace(".", "", 1).isdigit()):
@@ -122,6 +140,27 @@ class PgServer:
             f.write("# written by pgserver.py\n")
             for k, v in conf.items():
                 f.write("%s = %s\n" % (k, v))
+
+    def _read_auto_conf(self):
+        try:
+            with open(os.path.join(self._datadir(), "postgresql.auto.conf")) as f:
+                return [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        except OSError:
+            return []
+
+    def _make_datadir(self):
+        if self.standby_of is None:
+            self._run([os.path.join(self._bindir, "initdb"), "-D", self._datadir(),
+                       "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                       "--locale=C"], "initdb")
+            return
+        if not self.standby_of.url:
+            raise PgServerError("standby_of: the primary is not running")
+        # -R: standby.signal and primary_conninfo; initdb's pg_hba.conf
+        # (-A trust) already lets 127.0.0.1 connect for replication.
+        self._run([os.path.join(self._bindir, "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                   str(self.standby_of.port), "-U", "postgres", "-D", self._datadir(),
+                   "-R", "-X", "stream", "-c", "fast", "--no-sync"], "pg_basebackup")
 
     # -- lifecycle -----------------------------------------------------
     def start(self):
@@ -143,9 +182,7 @@ class PgServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             os.chmod(self.dir, 0o700)
         try:
-            self._run([os.path.join(self._bindir, "initdb"), "-D", self._datadir(),
-                       "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                       "--locale=C"], "initdb")
+            self._make_datadir()
             # A free port can be taken between the probe and the bind: retry.
             for attempt in range(5):
                 self.port = free_port()
@@ -159,8 +196,9 @@ class PgServer:
                 except PgServerError:
                     if attempt == 4 or "could not bind" not in self.server_log():
                         raise
-            self._run([os.path.join(self._bindir, "createdb"), "-h", self.dir, "-p",
-                       str(self.port), "-U", "postgres", DATABASE], "createdb")
+            if self.standby_of is None:  # a standby has the primary's databases
+                self._run([os.path.join(self._bindir, "createdb"), "-h", self.dir, "-p",
+                           str(self.port), "-U", "postgres", DATABASE], "createdb")
         except BaseException:
             self.stop()
             raise
