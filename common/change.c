@@ -43,7 +43,8 @@ void change_encode_txn(const struct namespace *ns, const struct txn *t, uint64_t
 }
 
 int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64_t expect_version,
-                 uint64_t *ret_version, uint64_t *next_ino, char *err, size_t errlen)
+                 uint64_t *ret_version, int64_t *ret_time, uint64_t *next_ino, char *err,
+                 size_t errlen)
 {
 	msgpack_unpacked u;
 	char why[256];
@@ -106,6 +107,8 @@ int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64
 	if (next_ino != NULL && max_ino >= *next_ino)
 		*next_ino = max_ino + 1;
 	*ret_version = h.version;
+	if (ret_time != NULL)
+		*ret_time = h.time;
 	r = 0;
 free_out:
 	free(changes);

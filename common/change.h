@@ -21,7 +21,7 @@ void change_encode_txn(const struct namespace *ns, const struct txn *t, uint64_t
 
 /* Applies an encoded record whose version must be expect_version (0: any)
  * and checks the namespace's digest against the record's afterwards.
- * Returns 0 and the record's version, or:
+ * Returns 0 and the record's version and commit time, or:
  *   -EINVAL   the record does not decode (nothing applied)
  *   -ERANGE   its version is not the expected one (nothing applied)
  *   -EBADMSG  the namespace refused it or the digest differs afterwards:
@@ -30,6 +30,7 @@ void change_encode_txn(const struct namespace *ns, const struct txn *t, uint64_t
  * err names what was wrong. next_ino, if given, is raised past every inode
  * the record puts. */
 int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64_t expect_version,
-                 uint64_t *ret_version, uint64_t *next_ino, char *err, size_t errlen);
+                 uint64_t *ret_version, int64_t *ret_time, uint64_t *next_ino, char *err,
+                 size_t errlen);
 
 #endif

@@ -444,6 +444,30 @@ int journal_sync(struct journal *j, uint64_t *ret_durable)
 	return 0;
 }
 
+int journal_flush(struct journal *j, int *ret_fd, uint64_t *ret_version)
+{
+	if (j->fd < 0) {
+		*ret_fd = -1;
+		*ret_version = j->durable_version;
+		return 0;
+	}
+	int r = flush_buf(j);
+	if (r < 0)
+		return r;
+	int fd = dup(j->fd);
+	if (fd < 0)
+		return -errno;
+	*ret_fd = fd;
+	*ret_version = j->last_version;
+	return 0;
+}
+
+void journal_set_durable(struct journal *j, uint64_t version)
+{
+	if (version > j->durable_version && version <= j->last_version)
+		j->durable_version = version;
+}
+
 uint64_t journal_durable_version(const struct journal *j)
 {
 	return j->durable_version;
@@ -677,7 +701,7 @@ static int replay_file(struct journal *j, uint64_t start, struct journal_state *
 		msgpack_unpacked_destroy(&u);
 		if (v > st->version) {
 			uint64_t got;
-			int ar = change_apply(st->ns, rec, rlen, st->version + 1, &got,
+			int ar = change_apply(st->ns, rec, rlen, st->version + 1, &got, NULL,
 			                      &st->next_ino, why, sizeof(why));
 			if (ar < 0) {
 				r = fail(ret_err, -EBADMSG, "journal: %s at byte %zu: %s", path,
@@ -690,6 +714,7 @@ static int replay_file(struct journal *j, uint64_t start, struct journal_state *
 		}
 		pos += REC_HEADER_LEN + rlen;
 	}
+	j->bytes_since_snapshot += pos;
 	if (buf != NULL)
 		munmap(buf, len);
 	free(path);

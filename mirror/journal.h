@@ -53,6 +53,12 @@ int journal_append(struct journal *j, uint64_t version, const uint8_t *record, s
 /* fdatasync of what was appended; returns the version now durable. */
 int journal_sync(struct journal *j, uint64_t *ret_durable);
 uint64_t journal_durable_version(const struct journal *j);
+/* For an fsync on another thread: writes out what is buffered and returns
+ * a duplicate of the journal's descriptor (the caller fdatasyncs and closes
+ * it) and the last version written. Returns 0, or -errno. */
+int journal_flush(struct journal *j, int *ret_fd, uint64_t *ret_version);
+/* Records that version is durable (after such an fsync). */
+void journal_set_durable(struct journal *j, uint64_t version);
 size_t journal_bytes_since_snapshot(const struct journal *j);
 
 /* Writes a snapshot of ns at version and starts a new journal after it;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "change.h"
@@ -33,25 +34,93 @@ int64_t mirror_now_ns(void)
 
 /* ---- persistence ---- */
 
-static void sync_cb(evutil_socket_t fd, short what, void *arg)
+static void *sync_thread(void *arg)
 {
 	struct mirror *m = arg;
-	m->sync_armed = false;
-	uint64_t durable;
-	int r = journal_sync(m->journal, &durable);
+	pthread_mutex_lock(&m->sync_lock);
+	for (;;) {
+		while (!m->sync_stop && m->sync_fd < 0)
+			pthread_cond_wait(&m->sync_cond, &m->sync_lock);
+		if (m->sync_fd < 0)
+			break;
+		int fd = m->sync_fd;
+		pthread_mutex_unlock(&m->sync_lock);
+		int r = fdatasync(fd) < 0 ? -errno : 0;
+		close(fd);
+		pthread_mutex_lock(&m->sync_lock);
+		m->sync_fd = -1;
+		m->sync_result = r;
+		m->sync_done = true;
+		event_active(m->synced_ev, EV_READ, 0);
+	}
+	pthread_mutex_unlock(&m->sync_lock);
+	return NULL;
+}
+
+static void arm_sync(struct mirror *m);
+
+static void synced_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mirror *m = arg;
+	pthread_mutex_lock(&m->sync_lock);
+	bool done = m->sync_done;
+	int r = m->sync_result;
+	m->sync_done = false;
+	pthread_mutex_unlock(&m->sync_lock);
+	if (!done)
+		return;
+	m->sync_busy = false;
 	if (r < 0) {
 		if (!m->journal_failing)
 			log_error("journal: fsync failed: %s; versions are served from memory but "
 			          "not acknowledged",
 			          strerror(-r));
 		m->journal_failing = true;
+	} else if (m->sync_job_gen == m->sync_gen) {
+		m->journal_failing = false;
+		journal_set_durable(m->journal, m->sync_version);
+		if (m->sync_version > m->durable) {
+			m->durable = m->sync_version;
+			upstream_ack(m->up, m->durable);
+		}
+	}
+	if (m->sync_again) {
+		m->sync_again = false;
+		arm_sync(m);
+	}
+}
+
+static void sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mirror *m = arg;
+	m->sync_armed = false;
+	if (m->sync_busy) {
+		m->sync_again = true;
 		return;
 	}
-	m->journal_failing = false;
-	if (durable > m->durable) {
-		m->durable = durable;
-		upstream_ack(m->up, durable);
+	int dupfd;
+	uint64_t version;
+	int r = journal_flush(m->journal, &dupfd, &version);
+	if (r < 0) {
+		if (!m->journal_failing)
+			log_error("journal: write failed: %s; versions are served from memory but "
+			          "not acknowledged",
+			          strerror(-r));
+		m->journal_failing = true;
+		return;
 	}
+	if (dupfd < 0 || version <= m->durable) {
+		if (dupfd >= 0)
+			close(dupfd);
+		return;
+	}
+	m->sync_busy = true;
+	m->sync_version = version;
+	m->sync_job_gen = m->sync_gen;
+	pthread_mutex_lock(&m->sync_lock);
+	m->sync_fd = dupfd;
+	pthread_cond_signal(&m->sync_cond);
+	pthread_mutex_unlock(&m->sync_lock);
 }
 
 static void arm_sync(struct mirror *m)
@@ -133,6 +202,7 @@ static void discard_state(struct mirror *m, const char *why)
 	}
 	m->upstream_version = 0;
 	m->behind_since_ns = 0;
+	m->sync_gen++;
 	journal_reset(m->journal);
 	reset_log(m);
 	/* Subscribers must not be handed the empty state: they keep theirs
@@ -210,8 +280,9 @@ static enum upstream_verdict on_apply(void *arg, const uint8_t *record, size_t l
 	struct mirror *m = arg;
 	char err[300];
 	uint64_t v;
-	int r =
-	    change_apply(m->ns, record, len, m->version + 1, &v, &m->next_ino, err, sizeof(err));
+	int64_t time = 0;
+	int r = change_apply(m->ns, record, len, m->version + 1, &v, &time, &m->next_ino, err,
+	                     sizeof(err));
 	if (r == -EBADMSG) {
 		discard_state(m, err);
 		return UPSTREAM_REBOOTSTRAP;
@@ -229,18 +300,10 @@ static enum upstream_verdict on_apply(void *arg, const uint8_t *record, size_t l
 	if (copy == NULL)
 		fatal("out of memory");
 	memcpy(copy, record, len);
-	/* The record's own fields, for the cache. */
-	msgpack_unpacked u;
-	struct change_header h = {0};
-	if (msg_unpack(record, len, &u, err, sizeof(err)) == 0) {
-		msg_parse_change(&u.data, &h, err, sizeof(err));
-		msgpack_unpacked_destroy(&u);
-	}
-	m->version_time = h.time;
-	if (h.time > m->fresh_ns)
-		m->fresh_ns = h.time;
-	struct changelog_entry e = {
-	    .version = v, .time = h.time, .record = copy, .record_len = len};
+	m->version_time = time;
+	if (time > m->fresh_ns)
+		m->fresh_ns = time;
+	struct changelog_entry e = {.version = v, .time = time, .record = copy, .record_len = len};
 	memcpy(e.digest, m->digest, DIGEST_LEN);
 	changelog_append(m->log, &e);
 	changelog_set_store_oldest(m->log, changelog_oldest_cached(m->log));
@@ -320,6 +383,7 @@ static enum upstream_verdict on_snapshot_end(void *arg, uint64_t version, uint64
 		waitpid(m->snapshot_pid, NULL, 0);
 		m->snapshot_pid = 0;
 	}
+	m->sync_gen++;
 	journal_reset(m->journal);
 	start_snapshot(m, false);
 	reset_log(m);
@@ -590,6 +654,8 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	log_set_prefix("mp-mirror");
 	log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0)
+		fatal("libevent has no pthreads support");
 	m->base = event_base_new();
 	if (m->base == NULL)
 		fatal("cannot create the event loop");
@@ -663,6 +729,12 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 		fatal("out of memory");
 
 	m->sync_ev = evtimer_new(m->base, sync_cb, m);
+	m->synced_ev = event_new(m->base, -1, 0, synced_cb, m);
+	m->sync_fd = -1;
+	pthread_mutex_init(&m->sync_lock, NULL);
+	pthread_cond_init(&m->sync_cond, NULL);
+	if (pthread_create(&m->sync_thread, NULL, sync_thread, m) != 0)
+		fatal("cannot start the journal sync thread");
 	m->park_ev = evtimer_new(m->base, park_cb, m);
 	m->housekeeping_ev = event_new(m->base, -1, EV_PERSIST, housekeeping_cb, m);
 	m->heartbeat_ev = event_new(m->base, -1, EV_PERSIST, heartbeat_cb, m);
@@ -688,6 +760,11 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	event_base_dispatch(m->base);
 
 	/* Drain: what was applied is made durable before exiting. */
+	pthread_mutex_lock(&m->sync_lock);
+	m->sync_stop = true;
+	pthread_cond_signal(&m->sync_cond);
+	pthread_mutex_unlock(&m->sync_lock);
+	pthread_join(m->sync_thread, NULL);
 	uint64_t durable;
 	journal_sync(m->journal, &durable);
 	if (m->snapshot_pid > 0) {
@@ -702,6 +779,9 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	stream_free(m->stream);
 	admin_free(m->admin);
 	event_free(m->sync_ev);
+	event_free(m->synced_ev);
+	pthread_mutex_destroy(&m->sync_lock);
+	pthread_cond_destroy(&m->sync_cond);
 	event_free(m->park_ev);
 	event_free(m->housekeeping_ev);
 	event_free(m->heartbeat_ev);

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -85,6 +86,18 @@ struct mirror {
 	pid_t snapshot_pid;
 	bool sync_armed;
 	bool journal_failing;
+	/* fdatasync runs on its own thread so that applying and reading never
+	 * wait behind the disk. */
+	pthread_t sync_thread;
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond;
+	struct event *synced_ev;
+	int sync_fd;           /* handed to the thread, -1 when idle */
+	uint64_t sync_version; /* what that fd's flush covered */
+	uint64_t sync_gen;     /* bumped when the journal is reset */
+	uint64_t sync_job_gen;
+	int sync_result;
+	bool sync_busy, sync_done, sync_again, sync_stop;
 	/* Upstream and lag. */
 	struct upstream *up;
 	char *token;
