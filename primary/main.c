@@ -198,8 +198,13 @@ static int token_command(int argc, char **argv)
 	}
 	snprintf(claims.name, sizeof(claims.name), "%s", name);
 	claims.read_write = rw == 1;
-	claims.issued = (int64_t)time(NULL);
-	claims.expires = expires_ms ? claims.issued + (int64_t)(expires_ms / 1000) : 0;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	claims.issued = (int64_t)now.tv_sec;
+	/* Expiry is in whole seconds: round up, so a token never lives less
+	 * than it was asked to. */
+	int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	claims.expires = expires_ms ? (now_ms + (int64_t)expires_ms + 999) / 1000 : 0;
 	struct primary_config cfg;
 	char *err = NULL;
 	if (secret_file == NULL) {
