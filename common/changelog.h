@@ -10,7 +10,6 @@
 
 #include "namespace.h"
 
-
 struct changelog_entry {
 	uint64_t version;
 	int64_t time;
@@ -29,7 +28,6 @@ uint64_t changelog_oldest_cached(const struct changelog *l);
 /* Oldest version still in the store's log (0 when empty). */
 uint64_t changelog_store_oldest(const struct changelog *l);
 void changelog_set_store_oldest(struct changelog *l, uint64_t v);
-
 
 /* Reads versions >= from, in order, from wherever an owner keeps older
  * ones (the primary's store). fn returning < 0 stops the read. */

@@ -10,7 +10,7 @@
 #define READDIR_DEFAULT_LIMIT 1000
 #define READDIR_MAX_LIMIT     10000
 #define BATCH_MAX_OPS         10000
-#define CLUSTER_ID_MAX 64
+#define CLUSTER_ID_MAX        64
 
 enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_HELLO = 1,
