@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
 #include "msg.h"
 #include "netaddr.h"
 #include "proto.h"
@@ -98,11 +99,6 @@ struct writer {
 	struct reader *r;
 };
 
-struct samples {
-	int64_t *v;
-	size_t n, cap;
-};
-
 struct phase_stats {
 	const char *name;
 	unsigned writers;
@@ -138,13 +134,6 @@ struct probe_run {
 };
 
 static volatile sig_atomic_t interrupted;
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -190,15 +179,6 @@ static void note_error(struct probe_run *pr, const char *fmt, ...)
 	}
 	snprintf(pr->kinds[pr->nkinds].message, sizeof(pr->kinds[0].message), "%s", msg);
 	pr->kinds[pr->nkinds++].count = 1;
-}
-
-static void samples_add(struct samples *s, int64_t ns)
-{
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 1 << 14;
-		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
-	}
-	s->v[s->n++] = ns;
 }
 
 /* ---- connections ---- */
@@ -256,7 +236,7 @@ static size_t wire_recv(struct wire *w)
 		}
 		ssize_t n = recv(w->fd, w->in + w->in_len, w->in_cap - w->in_len, 0);
 		if (n > 0) {
-			w->rx_ns = mono_ns();
+			w->rx_ns = bench_mono_ns();
 			w->in_len += (size_t)n;
 			total += (size_t)n;
 			if (w->in_cap - w->in_len > 0)
@@ -304,12 +284,12 @@ static void wire_consume(struct wire *w, size_t n)
  * The frame points into w->in: release it with frame_done(w, f, used). */
 static size_t wire_wait_frame(struct wire *w, struct frame *f)
 {
-	int64_t deadline = mono_ns() + (int64_t)SETUP_TIMEOUT_MS * 1000000;
+	int64_t deadline = bench_mono_ns() + (int64_t)SETUP_TIMEOUT_MS * 1000000;
 	size_t used;
 	while (!wire_frame(w, 0, f, &used)) {
 		if (w->eof)
 			die("%s: the server closed the connection", w->what);
-		int left = (int)((deadline - mono_ns()) / 1000000);
+		int left = (int)((deadline - bench_mono_ns()) / 1000000);
 		if (left <= 0)
 			die("%s: no answer within %d ms", w->what, SETUP_TIMEOUT_MS);
 		struct pollfd p = {w->fd, POLLIN | (w->out_len ? POLLOUT : 0), 0};
@@ -469,7 +449,7 @@ static void send_create(struct probe_run *pr, struct writer *wr, enum phase ph)
 	msg_pack_key(&pk, "layout");
 	msg_pack_binn(&pk, pr->layout, pr->layout_len);
 	msg_end(&pr->sb);
-	wr->sent_ns = mono_ns();
+	wr->sent_ns = bench_mono_ns();
 	wire_send(&wr->w, &pr->sb);
 }
 
@@ -697,7 +677,7 @@ static void run(struct probe_run *pr)
 	unsigned n = pr->nwriters;
 	struct pollfd *fds = xrealloc(NULL, 2 * n * sizeof(*fds));
 	int64_t interval = (int64_t)(1e9 / pr->rate);
-	int64_t t0 = mono_ns();
+	int64_t t0 = bench_mono_ns();
 	int64_t steady_end = t0 + (int64_t)(pr->steady_s * 1e9);
 	int64_t burst_end = steady_end + (int64_t)(pr->burst_s * 1e9);
 	int64_t drain_end = 0;
@@ -706,7 +686,7 @@ static void run(struct probe_run *pr)
 	pr->ph[PH_STEADY].start_ns = t0;
 	pr->ph[PH_BURST].start_ns = steady_end;
 	for (;;) {
-		int64_t now = mono_ns();
+		int64_t now = bench_mono_ns();
 		if (interrupted && ph != PH_DRAIN) {
 			fprintf(stderr, "lagprobe: interrupted; waiting for the reads in flight\n");
 			burst_end = now;
@@ -756,7 +736,7 @@ static void run(struct probe_run *pr)
 				fds[2 * i + k].revents = 0;
 			}
 		}
-		now = mono_ns();
+		now = bench_mono_ns();
 		int64_t wait = wake > now ? wake - now : 0;
 		struct timespec ts = {(time_t)(wait / 1000000000), (long)(wait % 1000000000)};
 		int r = ppoll(fds, 2 * n, &ts, NULL);
@@ -781,7 +761,8 @@ static void run(struct probe_run *pr)
 			if (fds[2 * i].revents & (POLLIN | POLLHUP | POLLERR)) {
 				on_readable(pr, &wr->w, wr, NULL, i);
 				/* Burst writers go again at once. */
-				if (ph == PH_BURST && wr->inflight_id == 0 && mono_ns() < burst_end)
+				if (ph == PH_BURST && wr->inflight_id == 0 &&
+				    bench_mono_ns() < burst_end)
 					send_create(pr, wr, PH_BURST);
 			}
 		}
@@ -793,50 +774,11 @@ static void run(struct probe_run *pr)
 
 /* ---- output ---- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double pct_us(const struct samples *s, double q)
-{
-	if (s->n == 0)
-		return 0;
-	size_t i = (size_t)(q * (double)(s->n - 1) + 0.5);
-	return (double)s->v[i < s->n ? i : s->n - 1] / 1000.0;
-}
-
-static void print_dist(FILE *out, const char *key, struct samples *s)
-{
-	qsort(s->v, s->n, sizeof(*s->v), cmp_i64);
-	fprintf(out,
-	        "\"%s\": {\"count\": %zu, \"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, "
-	        "\"p999\": %.1f, \"max\": %.1f}",
-	        key, s->n, pct_us(s, 0.50), pct_us(s, 0.90), pct_us(s, 0.99), pct_us(s, 0.999),
-	        s->n ? (double)s->v[s->n - 1] / 1000.0 : 0.0);
-}
-
-static void json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
-}
-
 static void print_result(struct probe_run *pr, double cpu_s, double wall_s)
 {
 	FILE *out = stdout;
 	fprintf(out, "{\"run\": ");
-	json_str(out, pr->run);
+	bench_json_str(out, pr->run);
 	fprintf(out,
 	        ", \"system\": \"mp-mirror\", \"mode\": \"%s\", \"rate\": %.0f, "
 	        "\"deadline_ms\": %" PRIu64 ", \"phases\": [",
@@ -858,9 +800,9 @@ static void print_result(struct probe_run *pr, double cpu_s, double wall_s)
 		    ps->name, ps->writers, secs, ps->writes,
 		    secs > 0 ? (double)ps->writes / secs : 0.0, ps->late,
 		    ps->lag.n ? (double)ps->polls / (double)ps->lag.n : 0.0);
-		print_dist(out, "write_latency_us", &ps->write_lat);
+		samples_print_json(out, "write_latency_us", &ps->write_lat);
 		fprintf(out, ", ");
-		print_dist(out, "lag_us", &ps->lag);
+		samples_print_json(out, "lag_us", &ps->lag);
 		fprintf(out, "}");
 	}
 	fprintf(out,
@@ -869,7 +811,7 @@ static void print_result(struct probe_run *pr, double cpu_s, double wall_s)
 	for (unsigned i = 0; i < pr->nkinds; i++) {
 		fprintf(out, "%s{\"count\": %" PRIu64 ", \"message\": ", i ? ", " : "",
 		        pr->kinds[i].count);
-		json_str(out, pr->kinds[i].message);
+		bench_json_str(out, pr->kinds[i].message);
 		fputc('}', out);
 	}
 	if (pr->other_errors > 0)
@@ -1018,9 +960,9 @@ int main(int argc, char **argv)
 
 	struct rusage ru0, ru1;
 	getrusage(RUSAGE_SELF, &ru0);
-	int64_t w0 = mono_ns();
+	int64_t w0 = bench_mono_ns();
 	run(pr);
-	int64_t w1 = mono_ns();
+	int64_t w1 = bench_mono_ns();
 	getrusage(RUSAGE_SELF, &ru1);
 	double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
 	             (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
 #include "msg.h"
 #include "netaddr.h"
 #include "proto.h"
@@ -142,13 +143,6 @@ struct loadgen {
 	struct event *warm_ev, *end_ev, *sigint_ev, *sigterm_ev;
 	int exit_code;
 };
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void note_error(struct loadgen *lg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -312,7 +306,7 @@ static void send_create(struct lg_conn *c)
 		msg_pack_raw(&pk, lg->layout, lg->layout_len);
 	else
 		msg_pack_binn(&pk, lg->layout, lg->layout_len);
-	s->sent_ns = mono_ns(); /* send_frame may write to the socket at once */
+	s->sent_ns = bench_mono_ns(); /* send_frame may write to the socket at once */
 	send_frame(c);
 	c->inflight++;
 	lg->issued++;
@@ -384,7 +378,7 @@ static void send_read(struct lg_conn *c)
 		msg_pack_cstr(&pk, e->path);
 		break;
 	}
-	s->sent_ns = mono_ns(); /* send_frame may write to the socket at once */
+	s->sent_ns = bench_mono_ns(); /* send_frame may write to the socket at once */
 	send_frame(c);
 	c->inflight++;
 	lg->issued++;
@@ -510,7 +504,7 @@ static void walk_send(struct lg_conn *c)
 static void start_walk(struct lg_conn *c)
 {
 	c->state = ST_WALK;
-	c->lg->walk_ns = mono_ns();
+	c->lg->walk_ns = bench_mono_ns();
 	walk_send(c);
 }
 
@@ -577,7 +571,7 @@ static void walk_frame(struct lg_conn *c, const struct frame *f)
 		walk_send(c);
 		return;
 	}
-	lg->walk_ns = mono_ns() - lg->walk_ns;
+	lg->walk_ns = bench_mono_ns() - lg->walk_ns;
 	if (lg->nsamples == 0) {
 		setup_failed(c, "--read %s: no entries under it to read", lg->read_root);
 		return;
@@ -686,7 +680,7 @@ static void handle_frame(struct lg_conn *c, const struct frame *f)
 		lg_conn_close(c);
 		return;
 	}
-	int64_t now = mono_ns();
+	int64_t now = bench_mono_ns();
 	int64_t sent = s->sent_ns;
 	uint64_t expect_ino = s->expect_ino;
 	s->id = 0;
@@ -776,7 +770,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void start_load(struct loadgen *lg)
 {
-	int64_t now = mono_ns();
+	int64_t now = bench_mono_ns();
 	if (lg->count > 0 || lg->warmup_s <= 0) {
 		lg->measuring = true;
 		lg->t_measure = now;
@@ -807,7 +801,7 @@ static void warm_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct loadgen *lg = arg;
 	lg->measuring = true;
-	lg->t_measure = mono_ns();
+	lg->t_measure = bench_mono_ns();
 	getrusage(RUSAGE_SELF, &lg->ru_measure);
 }
 
@@ -816,7 +810,7 @@ static void finish(struct loadgen *lg)
 	if (lg->stopping)
 		return;
 	lg->stopping = true;
-	int64_t now = mono_ns();
+	int64_t now = bench_mono_ns();
 	if (lg->count == 0 && now > lg->t_end)
 		now = lg->t_end; /* the timer fired a little late */
 	lg->t_end = now;
@@ -836,7 +830,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	lg->exit_code = 130;
 	if (!lg->measuring) {
 		lg->measuring = true;
-		lg->t_measure = mono_ns();
+		lg->t_measure = bench_mono_ns();
 		getrusage(RUSAGE_SELF, &lg->ru_measure);
 	}
 	finish(lg);
@@ -861,21 +855,6 @@ static double tv_s(const struct timeval *tv)
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
-static void json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
-}
-
 static void print_result(struct loadgen *lg)
 {
 	double seconds = lg->measuring ? (double)(lg->t_end - lg->t_measure) / 1e9 : 0;
@@ -886,10 +865,10 @@ static void print_result(struct loadgen *lg)
 		      tv_s(&lg->ru_measure.ru_utime) - tv_s(&lg->ru_measure.ru_stime);
 	FILE *out = stdout;
 	fprintf(out, "{\"run\": ");
-	json_str(out, lg->run);
+	bench_json_str(out, lg->run);
 	if (lg->read_root != NULL) {
 		fprintf(out, ", \"mode\": \"read\", \"read_root\": ");
-		json_str(out, lg->read_root);
+		bench_json_str(out, lg->read_root);
 		fprintf(out,
 		        ", \"entries_walked\": %" PRIu64 ", \"directories_walked\": %zu, "
 		        "\"samples\": %zu, \"walk_seconds\": %.3f",
@@ -911,7 +890,7 @@ static void print_result(struct loadgen *lg)
 	for (unsigned i = 0; i < lg->nkinds; i++) {
 		fprintf(out, "%s{\"count\": %" PRIu64 ", \"message\": ", i ? ", " : "",
 		        lg->kinds[i].count);
-		json_str(out, lg->kinds[i].message);
+		bench_json_str(out, lg->kinds[i].message);
 		fputc('}', out);
 	}
 	if (lg->other_errors > 0)

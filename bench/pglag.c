@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 #define MAX_WRITERS     256
 #define MAX_ERROR_KINDS 8
 #define ID_STRIDE       1000000000LL /* writer i's rows have ids i * ID_STRIDE + k */
@@ -70,11 +72,6 @@ struct writer {
 	struct poller *p;
 };
 
-struct samples {
-	int64_t *v;
-	size_t n, cap;
-};
-
 struct phase_stats {
 	const char *name;
 	unsigned writers;
@@ -102,13 +99,6 @@ struct pg_run {
 };
 
 static volatile sig_atomic_t interrupted;
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -157,15 +147,6 @@ static void note_error(struct pg_run *g, const char *fmt, ...)
 	}
 	snprintf(g->kinds[g->nkinds].message, sizeof(g->kinds[0].message), "%s", msg);
 	g->kinds[g->nkinds++].count = 1;
-}
-
-static void samples_add(struct samples *s, int64_t ns)
-{
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 1 << 14;
-		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
-	}
-	s->v[s->n++] = ns;
 }
 
 /* ---- set-up (blocking) ---- */
@@ -225,13 +206,13 @@ static void setup(struct pg_run *g)
 	if (strcmp(buf, "t") != 0)
 		die("standby: pg_is_in_recovery() is '%s': not a standby", buf);
 	/* The table reaches the standby through the stream too. */
-	int64_t deadline = mono_ns() + (int64_t)SETUP_TIMEOUT_S * 1000000000;
+	int64_t deadline = bench_mono_ns() + (int64_t)SETUP_TIMEOUT_S * 1000000000;
 	for (;;) {
 		query_value(sb, "SELECT to_regclass('public.lag_probe') IS NOT NULL", buf,
 		            sizeof(buf), "standby");
 		if (strcmp(buf, "t") == 0)
 			break;
-		if (mono_ns() > deadline)
+		if (bench_mono_ns() > deadline)
 			die("standby: table lag_probe did not appear within %d s", SETUP_TIMEOUT_S);
 		usleep(1000);
 	}
@@ -275,7 +256,7 @@ static void send_insert(struct pg_run *g, struct writer *w, enum phase ph)
 	w->inflight_id = (int64_t)w->index * ID_STRIDE + ++w->next_seq;
 	w->sent_phase = ph;
 	w->committed = false;
-	w->sent_ns = mono_ns();
+	w->sent_ns = bench_mono_ns();
 	if (!send_prepared(w->c, "ins", w->inflight_id, &w->want_write))
 		die("writer %u: %s", w->index, PQerrorMessage(w->c));
 	w->busy = true;
@@ -315,7 +296,7 @@ static void writer_input(struct pg_run *g, struct writer *w)
 {
 	if (!PQconsumeInput(w->c))
 		die("writer %u: %s", w->index, PQerrorMessage(w->c));
-	w->rx_ns = mono_ns();
+	w->rx_ns = bench_mono_ns();
 	while (w->busy && !PQisBusy(w->c)) {
 		PGresult *r = PQgetResult(w->c);
 		if (r == NULL) {
@@ -343,7 +324,7 @@ static void poller_input(struct pg_run *g, struct poller *p, unsigned index)
 {
 	if (!PQconsumeInput(p->c))
 		die("poller %u: %s", index, PQerrorMessage(p->c));
-	p->rx_ns = mono_ns();
+	p->rx_ns = bench_mono_ns();
 	while (p->busy && !PQisBusy(p->c)) {
 		PGresult *r = PQgetResult(p->c);
 		if (r == NULL) {
@@ -380,7 +361,7 @@ static void run(struct pg_run *g)
 	unsigned n = g->nwriters;
 	struct pollfd *fds = xrealloc(NULL, 2 * n * sizeof(*fds));
 	int64_t interval = (int64_t)(1e9 / g->rate);
-	int64_t t0 = mono_ns();
+	int64_t t0 = bench_mono_ns();
 	int64_t steady_end = t0 + (int64_t)(g->steady_s * 1e9);
 	int64_t burst_end = steady_end + (int64_t)(g->burst_s * 1e9);
 	int64_t drain_end = 0, next_slot = t0;
@@ -388,7 +369,7 @@ static void run(struct pg_run *g)
 	g->ph[PH_STEADY].start_ns = t0;
 	g->ph[PH_BURST].start_ns = steady_end;
 	for (;;) {
-		int64_t now = mono_ns();
+		int64_t now = bench_mono_ns();
 		if (interrupted && ph != PH_DRAIN) {
 			burst_end = now;
 			if (ph == PH_STEADY)
@@ -437,7 +418,7 @@ static void run(struct pg_run *g)
 			fds[2 * i + 1].events = POLLIN | (g->pollers[i].want_write ? POLLOUT : 0);
 			fds[2 * i + 1].revents = 0;
 		}
-		now = mono_ns();
+		now = bench_mono_ns();
 		int64_t wait = wake > now ? wake - now : 0;
 		struct timespec ts = {(time_t)(wait / 1000000000), (long)(wait % 1000000000)};
 		int r = ppoll(fds, 2 * n, &ts, NULL);
@@ -467,7 +448,7 @@ static void run(struct pg_run *g)
 			}
 			if (fds[2 * i].revents & (POLLIN | POLLHUP | POLLERR)) {
 				writer_input(g, w);
-				if (ph == PH_BURST && !w->busy && mono_ns() < burst_end)
+				if (ph == PH_BURST && !w->busy && bench_mono_ns() < burst_end)
 					send_insert(g, w, PH_BURST);
 			}
 		}
@@ -479,54 +460,15 @@ static void run(struct pg_run *g)
 
 /* ---- output ---- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double pct_us(const struct samples *s, double q)
-{
-	if (s->n == 0)
-		return 0;
-	size_t i = (size_t)(q * (double)(s->n - 1) + 0.5);
-	return (double)s->v[i < s->n ? i : s->n - 1] / 1000.0;
-}
-
-static void print_dist(FILE *out, const char *key, struct samples *s)
-{
-	qsort(s->v, s->n, sizeof(*s->v), cmp_i64);
-	fprintf(out,
-	        "\"%s\": {\"count\": %zu, \"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, "
-	        "\"p999\": %.1f, \"max\": %.1f}",
-	        key, s->n, pct_us(s, 0.50), pct_us(s, 0.90), pct_us(s, 0.99), pct_us(s, 0.999),
-	        s->n ? (double)s->v[s->n - 1] / 1000.0 : 0.0);
-}
-
-static void json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
-}
-
 static void print_result(struct pg_run *g, double cpu_s, double wall_s)
 {
 	FILE *out = stdout;
 	fprintf(out, "{\"system\": \"postgresql\", \"mode\": \"poll\", \"server_version\": ");
-	json_str(out, g->server_version);
+	bench_json_str(out, g->server_version);
 	fprintf(out, ", \"synchronous_commit\": ");
-	json_str(out, g->synchronous_commit);
+	bench_json_str(out, g->synchronous_commit);
 	fprintf(out, ", \"synchronous_standby_names\": ");
-	json_str(out, g->synchronous_standby_names);
+	bench_json_str(out, g->synchronous_standby_names);
 	fprintf(out, ", \"rate\": %.0f, \"phases\": [", g->rate);
 	bool first = true;
 	for (int i = 0; i < 2; i++) {
@@ -543,9 +485,9 @@ static void print_result(struct pg_run *g, double cpu_s, double wall_s)
 		    secs > 0 ? (double)ps->writes / secs : 0.0, ps->late,
 		    ps->lag.n ? (double)ps->polls / (double)ps->lag.n : 0.0);
 		first = false;
-		print_dist(out, "write_latency_us", &ps->write_lat);
+		samples_print_json(out, "write_latency_us", &ps->write_lat);
 		fprintf(out, ", ");
-		print_dist(out, "lag_us", &ps->lag);
+		samples_print_json(out, "lag_us", &ps->lag);
 		fprintf(out, "}");
 	}
 	fprintf(out,
@@ -554,7 +496,7 @@ static void print_result(struct pg_run *g, double cpu_s, double wall_s)
 	for (unsigned i = 0; i < g->nkinds; i++) {
 		fprintf(out, "%s{\"count\": %" PRIu64 ", \"message\": ", i ? ", " : "",
 		        g->kinds[i].count);
-		json_str(out, g->kinds[i].message);
+		bench_json_str(out, g->kinds[i].message);
 		fputc('}', out);
 	}
 	if (g->other_errors > 0)
@@ -660,9 +602,9 @@ int main(int argc, char **argv)
 
 	struct rusage ru0, ru1;
 	getrusage(RUSAGE_SELF, &ru0);
-	int64_t w0 = mono_ns();
+	int64_t w0 = bench_mono_ns();
 	run(g);
-	int64_t w1 = mono_ns();
+	int64_t w1 = bench_mono_ns();
 	getrusage(RUSAGE_SELF, &ru1);
 	double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
 	             (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
