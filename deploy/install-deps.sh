@@ -10,6 +10,7 @@ packages=(
   libsqlite3-dev libcmocka-dev
   postgresql postgresql-contrib
   python3 python3-msgpack python3-yaml
+  nodejs
   valgrind openssl procps curl
 )
 
@@ -25,4 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The S3-compatible test server (s3rver) comes from the npm registry; some
+# nodejs builds carry npm, Debian's needs the npm package.
+if ! command -v npm >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
