@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "log.h"
+#include "paths.h"
 
 /* Room for one value error: a dotted name, a quoted (truncated) value, and
  * the explanation. */
@@ -1053,66 +1054,15 @@ int config_load_buffer(const struct config_option *table, void *target, const ch
 int config_load_file(const struct config_option *table, void *target, const char *path,
                      char **ret_err)
 {
-	struct stat st;
 	char *buf = NULL;
 	size_t len = 0;
-	int fd, r;
-
 	if (!table || !target || !path)
 		return -EINVAL;
-	/* O_NONBLOCK so that a FIFO without a writer cannot hang us; it is
-	 * refused below anyway. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		r = -errno;
-		set_err(ret_err, "%s: %s", path, strerror(-r));
+	int r = paths_read_file(path, CONFIG_MAX_FILE_BYTES, &buf, &len, NULL, ret_err);
+	if (r < 0)
 		return r;
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		set_err(ret_err, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		r = -EISDIR;
-		set_err(ret_err, "%s: %s", path, strerror(EISDIR));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		set_err(ret_err, "%s: not a regular file", path);
-		goto out;
-	}
-	/* Read one byte past the limit to tell "too large" from "exactly the
-	 * limit"; the file may grow after fstat, so do not trust st_size. */
-	buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
-	if (!buf) {
-		r = -ENOMEM;
-		set_err(ret_err, "%s: out of memory", path);
-		goto out;
-	}
-	while (len < CONFIG_MAX_FILE_BYTES + 1) {
-		ssize_t n = read(fd, buf + len, CONFIG_MAX_FILE_BYTES + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			set_err(ret_err, "%s: %s", path, strerror(-r));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (len > CONFIG_MAX_FILE_BYTES) {
-		r = -EFBIG;
-		set_err(ret_err, "%s: larger than %d bytes", path, CONFIG_MAX_FILE_BYTES);
-		goto out;
-	}
 	r = config_load_buffer(table, target, path, buf, len, ret_err);
-out:
 	free(buf);
-	close(fd);
 	return r;
 }
 

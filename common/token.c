@@ -1,5 +1,7 @@
 #include "token.h"
 
+#include "paths.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -444,61 +446,43 @@ static void set_err(char **ret_err, const char *fmt, ...)
 
 int token_load_secret(const char *path, uint8_t **ret_secret, size_t *ret_len, char **ret_err)
 {
-	uint8_t *buf = NULL, *secret;
+	char *raw = NULL;
+	uint8_t *secret;
 	size_t len = 0, start, end;
-	struct stat st;
-	int fd, r;
+	mode_t mode;
+	int r;
 
 	if (!path || !ret_secret || !ret_len)
 		return -EINVAL;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		r = -errno;
-		set_err(ret_err, "%s: %s", path, strerror(-r));
-		return r;
+	r = paths_read_file(path, SECRET_FILE_MAX, &raw, &len, &mode, ret_err);
+	if (r == -EFBIG) {
+		if (ret_err != NULL)
+			free(*ret_err);
+		set_err(ret_err, "%s: the secret is longer than %d bytes", path, TOKEN_SECRET_MAX);
+		return -EINVAL;
 	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		set_err(ret_err, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
+	if (r == -EISDIR) {
+		if (ret_err != NULL)
+			free(*ret_err);
 		set_err(ret_err, "%s: not a regular file", path);
-		goto out;
+		return -EINVAL;
 	}
-	if (st.st_mode & 077) {
+	if (r < 0)
+		return r;
+	const uint8_t *buf = (const uint8_t *)raw;
+	if (mode & 077) {
 		r = -EPERM;
 		set_err(ret_err,
 		        "%s: the secret is accessible by group or others (mode %04o); "
 		        "run chmod 600 on it",
-		        path, (unsigned)(st.st_mode & 07777));
+		        path, (unsigned)(mode & 07777));
 		goto out;
-	}
-	buf = malloc(SECRET_FILE_MAX + 1);
-	if (!buf) {
-		r = -ENOMEM;
-		set_err(ret_err, "%s: out of memory", path);
-		goto out;
-	}
-	while (len < SECRET_FILE_MAX + 1) {
-		ssize_t n = read(fd, buf + len, SECRET_FILE_MAX + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			set_err(ret_err, "%s: %s", path, strerror(-r));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
 	}
 	for (start = 0; start < len && is_space(buf[start]); start++)
 		;
 	for (end = len; end > start && is_space(buf[end - 1]); end--)
 		;
-	if (len > SECRET_FILE_MAX || end - start > TOKEN_SECRET_MAX) {
+	if (end - start > TOKEN_SECRET_MAX) {
 		r = -EINVAL;
 		set_err(ret_err, "%s: the secret is longer than %d bytes", path, TOKEN_SECRET_MAX);
 		goto out;
@@ -520,11 +504,8 @@ int token_load_secret(const char *path, uint8_t **ret_secret, size_t *ret_len, c
 	*ret_len = end - start;
 	r = 0;
 out:
-	if (buf) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
-	close(fd);
+	OPENSSL_cleanse(raw, len);
+	free(raw);
 	return r;
 }
 

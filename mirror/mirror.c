@@ -19,6 +19,7 @@
 #include "log.h"
 #include "mirror.h"
 #include "netaddr.h"
+#include "paths.h"
 #include "tls.h"
 
 #define HOUSEKEEPING_MS 1000
@@ -614,18 +615,16 @@ static void load_secrets(struct mirror *m)
 		log_warn("no secret_file configured: every client is allowed without a token");
 	}
 	if (m->cfg.token_file != NULL) {
-		FILE *fp = fopen(m->cfg.token_file, "r");
-		char buf[8200];
-		if (fp == NULL)
-			fatal("token_file %s: %s", m->cfg.token_file, strerror(errno));
-		size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-		fclose(fp);
+		char *buf;
+		size_t n;
+		if (paths_read_file(m->cfg.token_file, TOKEN_MAX_LEN, &buf, &n, NULL, &err) < 0)
+			fatal("token_file %s", err);
 		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 			n--;
-		buf[n] = '\0';
+		buf[n] = '\0'; /* the spare byte */
 		if (n == 0)
 			fatal("token_file %s is empty", m->cfg.token_file);
-		m->token = strdup(buf);
+		m->token = buf;
 	}
 	if (m->cfg.tls_cert != NULL) {
 		struct tls_config tc = {m->cfg.tls_cert, m->cfg.tls_key, m->cfg.tls_client_ca,
