@@ -135,27 +135,6 @@ struct probe_run {
 
 static volatile sig_atomic_t interrupted;
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "lagprobe: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	exit(1);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n);
-	if (q == NULL)
-		die("out of memory");
-	return q;
-}
-
 static void note_error(struct probe_run *pr, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -190,10 +169,10 @@ static void wire_connect(struct wire *w, const char *addr, const char *what)
 	char *err = NULL;
 	snprintf(w->what, sizeof(w->what), "%s", what);
 	if (netaddr_resolve(addr, &ss, &sslen, &err) < 0)
-		die("%s: '%s': %s", what, addr, err ? err : "invalid address");
+		bench_die("%s: '%s': %s", what, addr, err ? err : "invalid address");
 	w->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (w->fd < 0 || connect(w->fd, (struct sockaddr *)&ss, sslen) < 0)
-		die("%s: cannot connect to %s: %s", what, addr, strerror(errno));
+		bench_die("%s: cannot connect to %s: %s", what, addr, strerror(errno));
 	int one = 1;
 	setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
@@ -206,7 +185,7 @@ static void wire_flush(struct wire *w)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
-			die("%s: send: %s", w->what, strerror(errno));
+			bench_die("%s: send: %s", w->what, strerror(errno));
 		}
 		w->out_off += (size_t)n;
 	}
@@ -217,7 +196,7 @@ static void wire_send(struct wire *w, const msgpack_sbuffer *sb)
 {
 	if (w->out_len + sb->size > w->out_cap) {
 		w->out_cap = (w->out_len + sb->size) * 2;
-		w->out = xrealloc(w->out, w->out_cap);
+		w->out = bench_xrealloc(w->out, w->out_cap);
 	}
 	memcpy(w->out + w->out_len, sb->data, sb->size);
 	w->out_len += sb->size;
@@ -232,7 +211,7 @@ static size_t wire_recv(struct wire *w)
 	for (;;) {
 		if (w->in_cap - w->in_len < 65536) {
 			w->in_cap = w->in_cap ? w->in_cap * 2 : RECV_CHUNK;
-			w->in = xrealloc(w->in, w->in_cap);
+			w->in = bench_xrealloc(w->in, w->in_cap);
 		}
 		ssize_t n = recv(w->fd, w->in + w->in_len, w->in_cap - w->in_len, 0);
 		if (n > 0) {
@@ -251,7 +230,7 @@ static size_t wire_recv(struct wire *w)
 			continue;
 		if (errno == EAGAIN)
 			return total;
-		die("%s: recv: %s", w->what, strerror(errno));
+		bench_die("%s: recv: %s", w->what, strerror(errno));
 	}
 }
 
@@ -264,12 +243,12 @@ static int wire_frame(struct wire *w, size_t off, struct frame *f, size_t *consu
 	const uint8_t *h = w->in + off;
 	uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
 	if (len > FRAME_DEFAULT_MAX)
-		die("%s: frame of %u bytes", w->what, len);
+		bench_die("%s: frame of %u bytes", w->what, len);
 	if (w->in_len - off < FRAME_HEADER_LEN + (size_t)len)
 		return 0;
 	char err[256];
 	if (frame_decode(h + FRAME_HEADER_LEN, len, f, NULL, err, sizeof(err)) < 0)
-		die("%s: malformed frame: %s", w->what, err);
+		bench_die("%s: malformed frame: %s", w->what, err);
 	*consumed = FRAME_HEADER_LEN + (size_t)len;
 	return 1;
 }
@@ -288,15 +267,15 @@ static size_t wire_wait_frame(struct wire *w, struct frame *f)
 	size_t used;
 	while (!wire_frame(w, 0, f, &used)) {
 		if (w->eof)
-			die("%s: the server closed the connection", w->what);
+			bench_die("%s: the server closed the connection", w->what);
 		int left = (int)((deadline - bench_mono_ns()) / 1000000);
 		if (left <= 0)
-			die("%s: no answer within %d ms", w->what, SETUP_TIMEOUT_MS);
+			bench_die("%s: no answer within %d ms", w->what, SETUP_TIMEOUT_MS);
 		struct pollfd p = {w->fd, POLLIN | (w->out_len ? POLLOUT : 0), 0};
 		if (poll(&p, 1, left) < 0 && errno != EINTR)
-			die("poll: %s", strerror(errno));
+			bench_die("poll: %s", strerror(errno));
 		if (interrupted)
-			die("interrupted during set-up");
+			bench_die("interrupted during set-up");
 		wire_flush(w);
 		wire_recv(w);
 	}
@@ -385,7 +364,7 @@ static void build_layout(struct probe_run *pr)
 	msgpack_pack_uint64(&pk, 0);
 	msgpack_pack_uint64(&pk, LAYOUT_EXTENT_LENGTH);
 	if (sb.size > sizeof(pr->layout))
-		die("layout of %zu bytes", sb.size);
+		bench_die("layout of %zu bytes", sb.size);
 	memcpy(pr->layout, sb.data, sb.size);
 	pr->layout_len = sb.size;
 	msgpack_sbuffer_destroy(&sb);
@@ -459,7 +438,7 @@ static struct probe *queue_push(struct reader *r)
 {
 	if (r->count == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 64;
-		struct probe *q = xrealloc(NULL, cap * sizeof(*q));
+		struct probe *q = bench_xrealloc(NULL, cap * sizeof(*q));
 		for (size_t i = 0; i < r->count; i++)
 			q[i] = r->q[(r->head + i) % r->cap];
 		free(r->q);
@@ -515,8 +494,8 @@ static void reader_frame(struct probe_run *pr, struct reader *r, unsigned writer
 	uint64_t version, ino;
 	if (pr->mode == MODE_POLL) {
 		if (f->id != r->poll_id || r->count == 0)
-			die("reader %u: %s with id %" PRIu64 " matches no request", writer,
-			    proto_msg_name(f->type), f->id);
+			bench_die("reader %u: %s with id %" PRIu64 " matches no request", writer,
+			          proto_msg_name(f->type), f->id);
 		r->poll_id = 0;
 		struct probe *p = queue_at(r, 0);
 		if (is_error(f, "ENOENT")) {
@@ -540,8 +519,8 @@ static void reader_frame(struct probe_run *pr, struct reader *r, unsigned writer
 		}
 	}
 	if (p == NULL)
-		die("reader %u: %s with id %" PRIu64 " matches no request", writer,
-		    proto_msg_name(f->type), f->id);
+		bench_die("reader %u: %s with id %" PRIu64 " matches no request", writer,
+		          proto_msg_name(f->type), f->id);
 	p->read_id = 0;
 	if (reply_node(f, &version, &ino, err, sizeof(err)) < 0)
 		note_error(pr, "mirror RESOLVE with min_version: %s", err);
@@ -559,8 +538,8 @@ static void writer_frame(struct probe_run *pr, struct writer *wr, const struct f
 	char err[300];
 	uint64_t version, ino;
 	if (f->id != wr->inflight_id || f->id == 0)
-		die("writer %u: %s with id %" PRIu64 " matches no request", wr->index,
-		    proto_msg_name(f->type), f->id);
+		bench_die("writer %u: %s with id %" PRIu64 " matches no request", wr->index,
+		          proto_msg_name(f->type), f->id);
 	wr->inflight_id = 0;
 	struct phase_stats *ps = &pr->ph[wr->sent_phase];
 	if (reply_node(f, &version, &ino, err, sizeof(err)) < 0) {
@@ -611,13 +590,13 @@ static void setup(struct probe_run *pr)
 		struct reader *r = &pr->readers[i];
 		used = wire_wait_frame(&wr->w, &f);
 		if (f.type != MT_HELLO_OK)
-			die("primary: HELLO answered with %s %s", proto_msg_name(f.type),
-			    f.type == MT_ERROR ? error_text(&f, err, sizeof(err)) : "");
+			bench_die("primary: HELLO answered with %s %s", proto_msg_name(f.type),
+			          f.type == MT_ERROR ? error_text(&f, err, sizeof(err)) : "");
 		frame_done(&wr->w, &f, used);
 		used = wire_wait_frame(&r->w, &f);
 		if (f.type != MT_HELLO_OK)
-			die("mirror: HELLO answered with %s %s", proto_msg_name(f.type),
-			    f.type == MT_ERROR ? error_text(&f, err, sizeof(err)) : "");
+			bench_die("mirror: HELLO answered with %s %s", proto_msg_name(f.type),
+			          f.type == MT_ERROR ? error_text(&f, err, sizeof(err)) : "");
 		frame_done(&r->w, &f, used);
 
 		char path[NODE_PATH_MAX];
@@ -632,13 +611,13 @@ static void setup(struct probe_run *pr)
 		wire_send(&wr->w, &pr->sb);
 		used = wire_wait_frame(&wr->w, &f);
 		if (reply_node(&f, &version, &ino, err, sizeof(err)) < 0)
-			die("primary: MKDIR %s: %s", path, err);
+			bench_die("primary: MKDIR %s: %s", path, err);
 		frame_done(&wr->w, &f, used);
 		/* The mirror follows the primary before anything is measured. */
 		send_resolve(pr, &r->w, ++r->next_id, path, version, SETUP_TIMEOUT_MS - 1000);
 		used = wire_wait_frame(&r->w, &f);
 		if (reply_node(&f, &version, &ino, err, sizeof(err)) < 0)
-			die("mirror: RESOLVE %s at the MKDIR's version: %s", path, err);
+			bench_die("mirror: RESOLVE %s at the MKDIR's version: %s", path, err);
 		frame_done(&r->w, &f, used);
 	}
 }
@@ -661,7 +640,7 @@ static void on_readable(struct probe_run *pr, struct wire *w, struct writer *wr,
 	}
 	wire_consume(w, off);
 	if (w->eof)
-		die("%s: the server closed the connection", w->what);
+		bench_die("%s: the server closed the connection", w->what);
 }
 
 static bool all_answered(const struct probe_run *pr)
@@ -675,7 +654,7 @@ static bool all_answered(const struct probe_run *pr)
 static void run(struct probe_run *pr)
 {
 	unsigned n = pr->nwriters;
-	struct pollfd *fds = xrealloc(NULL, 2 * n * sizeof(*fds));
+	struct pollfd *fds = bench_xrealloc(NULL, 2 * n * sizeof(*fds));
 	int64_t interval = (int64_t)(1e9 / pr->rate);
 	int64_t t0 = bench_mono_ns();
 	int64_t steady_end = t0 + (int64_t)(pr->steady_s * 1e9);
@@ -743,7 +722,7 @@ static void run(struct probe_run *pr)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			die("ppoll: %s", strerror(errno));
+			bench_die("ppoll: %s", strerror(errno));
 		}
 		/* Readers first: an answer read before a write reply that came
 		 * in the same wake-up is not delayed by the work of the
@@ -848,7 +827,7 @@ static double parse_num(const char *opt, const char *s, double min, double max)
 	errno = 0;
 	double v = strtod(s, &end);
 	if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > max)
-		die("%s '%s': expected a number in %g..%g", opt, s, min, max);
+		bench_die("%s '%s': expected a number in %g..%g", opt, s, min, max);
 	return v;
 }
 
@@ -896,7 +875,7 @@ int main(int argc, char **argv)
 			else if (strcmp(optarg, "poll") == 0)
 				pr->mode = MODE_POLL;
 			else
-				die("--mode '%s': expected parked or poll", optarg);
+				bench_die("--mode '%s': expected parked or poll", optarg);
 			break;
 		case 'r':
 			pr->rate = parse_num("--rate", optarg, 1, 1e6);
@@ -915,7 +894,8 @@ int main(int argc, char **argv)
 			break;
 		case 'R':
 			if (strlen(optarg) == 0 || strlen(optarg) > 64 || strchr(optarg, '/'))
-				die("--run '%s': expected 1..64 characters without '/'", optarg);
+				bench_die("--run '%s': expected 1..64 characters without '/'",
+				          optarg);
 			pr->run = optarg;
 			break;
 		case 'T':
@@ -934,7 +914,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (pr->steady_s <= 0 && pr->burst_s <= 0)
-		die("--steady and --burst are both 0: nothing to measure");
+		bench_die("--steady and --burst are both 0: nothing to measure");
 	char runbuf[64];
 	if (pr->run == NULL) {
 		snprintf(runbuf, sizeof(runbuf), "%lld-%d", (long long)time(NULL), (int)getpid());
@@ -951,7 +931,7 @@ int main(int argc, char **argv)
 	pr->writers = calloc(pr->nwriters, sizeof(*pr->writers));
 	pr->readers = calloc(pr->nwriters, sizeof(*pr->readers));
 	if (pr->writers == NULL || pr->readers == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	pr->ph[PH_STEADY].name = "steady";
 	pr->ph[PH_STEADY].writers = 1;
 	pr->ph[PH_BURST].name = "burst";

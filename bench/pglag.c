@@ -100,27 +100,6 @@ struct pg_run {
 
 static volatile sig_atomic_t interrupted;
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "pglag: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	exit(1);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n);
-	if (q == NULL)
-		die("out of memory");
-	return q;
-}
-
 static void note_error(struct pg_run *g, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -155,7 +134,7 @@ static PGconn *connect_to(const char *conninfo, const char *what)
 {
 	PGconn *c = PQconnectdb(conninfo);
 	if (PQstatus(c) != CONNECTION_OK)
-		die("%s: cannot connect (%s): %s", what, conninfo, PQerrorMessage(c));
+		bench_die("%s: cannot connect (%s): %s", what, conninfo, PQerrorMessage(c));
 	return c;
 }
 
@@ -164,7 +143,7 @@ static void exec_ok(PGconn *c, const char *sql, const char *what)
 	PGresult *r = PQexec(c, sql);
 	ExecStatusType st = PQresultStatus(r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-		die("%s: %s: %s", what, sql, PQerrorMessage(c));
+		bench_die("%s: %s: %s", what, sql, PQerrorMessage(c));
 	PQclear(r);
 }
 
@@ -172,7 +151,7 @@ static void query_value(PGconn *c, const char *sql, char *buf, size_t len, const
 {
 	PGresult *r = PQexec(c, sql);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-		die("%s: %s: %s", what, sql, PQerrorMessage(c));
+		bench_die("%s: %s: %s", what, sql, PQerrorMessage(c));
 	snprintf(buf, len, "%s", PQgetvalue(r, 0, 0));
 	PQclear(r);
 }
@@ -181,7 +160,7 @@ static void prepare(PGconn *c, const char *name, const char *sql, const char *wh
 {
 	PGresult *r = PQprepare(c, name, sql, 1, NULL);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		die("%s: PREPARE %s: %s", what, sql, PQerrorMessage(c));
+		bench_die("%s: PREPARE %s: %s", what, sql, PQerrorMessage(c));
 	PQclear(r);
 }
 
@@ -204,7 +183,7 @@ static void setup(struct pg_run *g)
 	PGconn *sb = connect_to(g->standby, "standby");
 	query_value(sb, "SELECT pg_is_in_recovery()", buf, sizeof(buf), "standby");
 	if (strcmp(buf, "t") != 0)
-		die("standby: pg_is_in_recovery() is '%s': not a standby", buf);
+		bench_die("standby: pg_is_in_recovery() is '%s': not a standby", buf);
 	/* The table reaches the standby through the stream too. */
 	int64_t deadline = bench_mono_ns() + (int64_t)SETUP_TIMEOUT_S * 1000000000;
 	for (;;) {
@@ -213,7 +192,8 @@ static void setup(struct pg_run *g)
 		if (strcmp(buf, "t") == 0)
 			break;
 		if (bench_mono_ns() > deadline)
-			die("standby: table lag_probe did not appear within %d s", SETUP_TIMEOUT_S);
+			bench_die("standby: table lag_probe did not appear within %d s",
+			          SETUP_TIMEOUT_S);
 		usleep(1000);
 	}
 	PQfinish(sb);
@@ -231,7 +211,7 @@ static void setup(struct pg_run *g)
 		p->c = connect_to(g->standby, what);
 		prepare(p->c, "sel", "SELECT 1 FROM lag_probe WHERE id = $1", what);
 		if (PQsetnonblocking(w->c, 1) != 0 || PQsetnonblocking(p->c, 1) != 0)
-			die("%s: cannot make the connection non-blocking", what);
+			bench_die("%s: cannot make the connection non-blocking", what);
 	}
 }
 
@@ -258,7 +238,7 @@ static void send_insert(struct pg_run *g, struct writer *w, enum phase ph)
 	w->committed = false;
 	w->sent_ns = bench_mono_ns();
 	if (!send_prepared(w->c, "ins", w->inflight_id, &w->want_write))
-		die("writer %u: %s", w->index, PQerrorMessage(w->c));
+		bench_die("writer %u: %s", w->index, PQerrorMessage(w->c));
 	w->busy = true;
 }
 
@@ -266,7 +246,7 @@ static struct probe *queue_push(struct poller *p)
 {
 	if (p->count == p->cap) {
 		size_t cap = p->cap ? p->cap * 2 : 64;
-		struct probe *q = xrealloc(NULL, cap * sizeof(*q));
+		struct probe *q = bench_xrealloc(NULL, cap * sizeof(*q));
 		for (size_t i = 0; i < p->count; i++)
 			q[i] = p->q[(p->head + i) % p->cap];
 		free(p->q);
@@ -286,7 +266,7 @@ static void send_poll(struct pg_run *g, struct poller *p, unsigned index)
 	struct probe *e = &p->q[p->head];
 	g->ph[e->phase].polls++;
 	if (!send_prepared(p->c, "sel", e->id, &p->want_write))
-		die("poller %u: %s", index, PQerrorMessage(p->c));
+		bench_die("poller %u: %s", index, PQerrorMessage(p->c));
 	p->busy = true;
 }
 
@@ -295,7 +275,7 @@ static void send_poll(struct pg_run *g, struct poller *p, unsigned index)
 static void writer_input(struct pg_run *g, struct writer *w)
 {
 	if (!PQconsumeInput(w->c))
-		die("writer %u: %s", w->index, PQerrorMessage(w->c));
+		bench_die("writer %u: %s", w->index, PQerrorMessage(w->c));
 	w->rx_ns = bench_mono_ns();
 	while (w->busy && !PQisBusy(w->c)) {
 		PGresult *r = PQgetResult(w->c);
@@ -323,7 +303,7 @@ static void writer_input(struct pg_run *g, struct writer *w)
 static void poller_input(struct pg_run *g, struct poller *p, unsigned index)
 {
 	if (!PQconsumeInput(p->c))
-		die("poller %u: %s", index, PQerrorMessage(p->c));
+		bench_die("poller %u: %s", index, PQerrorMessage(p->c));
 	p->rx_ns = bench_mono_ns();
 	while (p->busy && !PQisBusy(p->c)) {
 		PGresult *r = PQgetResult(p->c);
@@ -359,7 +339,7 @@ static bool all_answered(const struct pg_run *g)
 static void run(struct pg_run *g)
 {
 	unsigned n = g->nwriters;
-	struct pollfd *fds = xrealloc(NULL, 2 * n * sizeof(*fds));
+	struct pollfd *fds = bench_xrealloc(NULL, 2 * n * sizeof(*fds));
 	int64_t interval = (int64_t)(1e9 / g->rate);
 	int64_t t0 = bench_mono_ns();
 	int64_t steady_end = t0 + (int64_t)(g->steady_s * 1e9);
@@ -425,14 +405,14 @@ static void run(struct pg_run *g)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			die("ppoll: %s", strerror(errno));
+			bench_die("ppoll: %s", strerror(errno));
 		}
 		for (unsigned i = 0; i < n; i++) {
 			struct poller *p = &g->pollers[i];
 			if ((fds[2 * i + 1].revents & POLLOUT) && p->want_write) {
 				int f = PQflush(p->c);
 				if (f < 0)
-					die("poller %u: %s", i, PQerrorMessage(p->c));
+					bench_die("poller %u: %s", i, PQerrorMessage(p->c));
 				p->want_write = f == 1;
 			}
 			if (fds[2 * i + 1].revents & (POLLIN | POLLHUP | POLLERR))
@@ -443,7 +423,7 @@ static void run(struct pg_run *g)
 			if ((fds[2 * i].revents & POLLOUT) && w->want_write) {
 				int f = PQflush(w->c);
 				if (f < 0)
-					die("writer %u: %s", i, PQerrorMessage(w->c));
+					bench_die("writer %u: %s", i, PQerrorMessage(w->c));
 				w->want_write = f == 1;
 			}
 			if (fds[2 * i].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -528,7 +508,7 @@ static double parse_num(const char *opt, const char *s, double min, double max)
 	errno = 0;
 	double v = strtod(s, &end);
 	if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > max)
-		die("%s '%s': expected a number in %g..%g", opt, s, min, max);
+		bench_die("%s '%s': expected a number in %g..%g", opt, s, min, max);
 	return v;
 }
 
@@ -585,7 +565,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (g->steady_s <= 0 && g->burst_s <= 0)
-		die("--steady and --burst are both 0: nothing to measure");
+		bench_die("--steady and --burst are both 0: nothing to measure");
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -593,7 +573,7 @@ int main(int argc, char **argv)
 	g->writers = calloc(g->nwriters, sizeof(*g->writers));
 	g->pollers = calloc(g->nwriters, sizeof(*g->pollers));
 	if (g->writers == NULL || g->pollers == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	g->ph[PH_STEADY].name = "steady";
 	g->ph[PH_STEADY].writers = 1;
 	g->ph[PH_BURST].name = "burst";

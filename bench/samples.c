@@ -1,5 +1,7 @@
 #include "samples.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -7,11 +9,7 @@ void samples_add(struct samples *s, int64_t ns)
 {
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 1 << 14;
-		s->v = realloc(s->v, s->cap * sizeof(*s->v));
-		if (s->v == NULL) {
-			fprintf(stderr, "out of memory\n");
-			exit(1);
-		}
+		s->v = bench_xrealloc(s->v, s->cap * sizeof(*s->v));
 	}
 	s->v[s->n++] = ns;
 }
@@ -60,4 +58,23 @@ void bench_json_str(FILE *out, const char *s)
 			fputc(ch, out);
 	}
 	fputc('"', out);
+}
+
+void bench_die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "%s: ", program_invocation_short_name);
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	exit(1);
+}
+
+void *bench_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	if (q == NULL)
+		bench_die("out of memory");
+	return q;
 }

@@ -16,6 +16,9 @@ void samples_add(struct samples *s, int64_t ns);
 /* Sorts s and prints "key": {count, p50, p90, p99, p999, max} in µs. */
 void samples_print_json(FILE *out, const char *key, struct samples *s);
 int64_t bench_mono_ns(void);
+/* Prints "PROGRAM: message" and exits 1. */
+void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void *bench_xrealloc(void *p, size_t n);
 void bench_json_str(FILE *out, const char *s);
 
 #endif
