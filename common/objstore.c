@@ -22,6 +22,19 @@ int objstore_fail(struct objstore_error *err, int rc, int http_status, const cha
 	return rc;
 }
 
+void objstore_set_progress(struct objstore *st, objstore_progress_cb cb, void *arg)
+{
+	st->progress = cb;
+	st->progress_arg = arg;
+}
+
+void objstore_report(struct objstore *st, uint64_t bytes)
+{
+	st->reported += bytes;
+	if (st->progress != NULL)
+		st->progress(st->progress_arg, bytes);
+}
+
 int objstore_check_key(const struct objstore *st, const char *key, struct objstore_error *err)
 {
 	size_t len;
@@ -196,7 +209,10 @@ int objstore_put(struct objstore *st, const char *key, const void *data, size_t 
 		return rc;
 	if (data == NULL && len > 0)
 		return objstore_fail(err, -EINVAL, 0, "InvalidArgument", "no data");
-	return st->ops->put(st, key, data ? data : "", len, ret_etag, err);
+	int r = st->ops->put(st, key, data ? data : "", len, ret_etag, err);
+	if (r == 0)
+		objstore_report(st, len);
+	return r;
 }
 
 int objstore_put_multipart(struct objstore *st, const char *key, const void *data, size_t len,
@@ -208,7 +224,12 @@ int objstore_put_multipart(struct objstore *st, const char *key, const void *dat
 		return rc;
 	if (data == NULL && len > 0)
 		return objstore_fail(err, -EINVAL, 0, "InvalidArgument", "no data");
-	return st->ops->put_multipart(st, key, data ? data : "", len, ret_etag, err);
+	st->reported = 0;
+	int r = st->ops->put_multipart(st, key, data ? data : "", len, ret_etag, err);
+	/* Backends that do not report parts as they go report the whole. */
+	if (r == 0 && st->reported < len)
+		objstore_report(st, len - st->reported);
+	return r;
 }
 
 int objstore_head(struct objstore *st, const char *key, uint64_t *ret_size,

@@ -88,6 +88,11 @@ int objstore_put(struct objstore *st, const char *key, const void *data, size_t 
 int objstore_put_multipart(struct objstore *st, const char *key, const void *data, size_t len,
                            char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 
+/* Called as bytes of an upload are stored (after each part of a multipart
+ * upload, at the end of a single PUT), on the calling thread. NULL stops it. */
+typedef void (*objstore_progress_cb)(void *arg, uint64_t bytes);
+void objstore_set_progress(struct objstore *st, objstore_progress_cb cb, void *arg);
+
 /* Size and ETag of `key` (either output may be NULL). */
 int objstore_head(struct objstore *st, const char *key, uint64_t *ret_size,
                   char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
@@ -124,7 +129,13 @@ struct objstore {
 	const struct objstore_ops *ops;
 	char *bucket;
 	char *prefix; /* "" or ends with '/' */
+	objstore_progress_cb progress;
+	void *progress_arg;
+	uint64_t reported; /* bytes reported during the current upload */
 };
+
+/* A backend reports stored bytes of an upload in progress. */
+void objstore_report(struct objstore *st, uint64_t bytes);
 
 /* Fills err (if not NULL) and returns rc. */
 int objstore_fail(struct objstore_error *err, int rc, int http_status, const char *code,

@@ -709,7 +709,6 @@ static int s3_mp_parts(struct objstore_s3 *s3, const char *key, const char *qid,
 			rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
 			goto out;
 		}
-		sha256_hex(r->body, r->body_len, r->sha);
 	}
 	while (done < nparts && rc == 0) {
 		uint64_t now = now_ms(), wait = 1000;
@@ -735,6 +734,10 @@ static int s3_mp_parts(struct objstore_s3 *s3, const char *key, const char *qid,
 				rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
 				goto out;
 			}
+			/* Hashed as the part starts, so that hashing overlaps the
+			 * transfers already in flight. */
+			if (p->req.sha[0] == '\0')
+				sha256_hex(p->req.body, p->req.body_len, p->req.sha);
 			p->req.h = pool[slot];
 			p->req.attempts++;
 			if (s3_setup(s3, &p->req) < 0) {
@@ -768,6 +771,7 @@ static int s3_mp_parts(struct objstore_s3 *s3, const char *key, const char *qid,
 			if (r == 0) {
 				p->done = true;
 				done++;
+				objstore_report(&s3->base, p->req.body_len);
 			} else if (r == 1) {
 				p->not_before = now_ms() + backoff_ms(s3, p->req.attempts);
 			} else {

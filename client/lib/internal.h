@@ -1,0 +1,266 @@
+/* libmirrorplane internals: what the library's files share. Nothing here is
+ * public; the public contract is client/include/mirrorplane/mirrorplane.h. */
+#ifndef MP_CLIENT_INTERNAL_H
+#define MP_CLIENT_INTERNAL_H
+
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "mirrorplane/mirrorplane.h"
+#include "msg.h"
+#include "objstore.h"
+
+#define BUCKETS_MAX      32
+#define ALIAS_MAX        63
+#define SERVERS_MAX      32
+#define ADDRESS_MAX      80
+#define CLUSTER_MAX      80
+#define ORIGIN_URL_MAX   1200
+#define POOL_MAX         32 /* idle connections kept per server, object-store handles per bucket */
+#define BATCH_OPS        1000
+#define CLIENT_FRAME_MAX (64u << 20)
+
+/* ---- errors.c ---- */
+int mperr(mp_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A short description of a negative errno ("no such file or directory"). */
+const char *mperr_name(int code);
+
+/* ---- site_config.c ---- */
+struct bucket_config {
+	char *url;
+	char *endpoint;
+	char *region;
+	char *access_key;
+	char *secret_key;
+	char *replica;
+	bool path_style;
+};
+
+struct mp_config {
+	struct config_strlist primary;
+	struct config_strlist mirror;
+	char *token;
+	unsigned consistency; /* 0 session, 1 strong, 2 eventual */
+	uint64_t max_staleness_ms;
+	uint64_t connect_timeout_ms;
+	uint64_t timeout_ms;
+	uint64_t read_deadline_ms;
+	uint64_t probe_interval_ms;
+	char *session_file;
+	char *origin;
+	uint64_t parallel;
+	uint64_t part_size;
+	size_t nbuckets;
+	char *bucket_alias[BUCKETS_MAX];
+	struct bucket_config buckets[BUCKETS_MAX];
+	bool primary_added, mirror_added;
+	struct config_option *table; /* the base options and one group per bucket alias */
+};
+
+int site_config_copy(struct mp_config *dst, const struct mp_config *src);
+void site_config_release(struct mp_config *cfg);
+/* The bucket's index, or -1. */
+int site_config_bucket(const struct mp_config *cfg, const char *alias);
+int site_config_check_alias(const char *alias, size_t len);
+
+/* ---- channel.c: one blocking connection to one server ---- */
+struct channel {
+	int fd;
+	uint64_t next_id;
+	int64_t last_used_ns;
+	char address[ADDRESS_MAX];
+	bool is_mirror; /* as the server says in HELLO_OK */
+	char cluster_id[CLUSTER_MAX];
+	char origin[ORIGIN_URL_MAX];
+	char site[64];
+	uint64_t hello_version;
+};
+
+/* An answer: a REPLY or an ERROR frame, decoded. */
+struct reply {
+	uint8_t *payload;
+	struct frame frame;
+	bool decoded;
+	bool is_error;
+	int error_code;        /* negative errno of an ERROR */
+	const char *error_msg; /* points into payload */
+	size_t error_msg_len;
+	uint64_t version;
+};
+void reply_release(struct reply *r);
+
+/* A request under construction: the body's key/value pairs, packed. */
+struct request_body {
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	uint32_t type;
+	uint32_t nfields;
+};
+void request_init(struct request_body *b, uint32_t type);
+void request_destroy(struct request_body *b);
+void request_key(struct request_body *b, const char *key); /* counts a field */
+void request_str(struct request_body *b, const char *key, const char *value);
+void request_u64(struct request_body *b, const char *key, uint64_t value);
+
+/* Connects and says HELLO (with the token and, once known, the cluster id).
+ * Errors name the address. */
+int channel_open(const char *address, bool expect_mirror, const char *token, const char *cluster_id,
+                 uint64_t connect_timeout_ms, uint64_t timeout_ms, struct channel **ret,
+                 mp_error *err);
+void channel_close(struct channel *ch);
+/* Whether an idle channel still looks usable (no EOF or error pending). */
+bool channel_alive(struct channel *ch);
+/* Sends the request with extra read fields (min_version etc. when nonzero) and
+ * waits up to timeout_ms for its answer. Returns 0 with *ret filled (an ERROR
+ * answer is still 0, with ret->is_error), -ETIMEDOUT, or another negative
+ * errno for a broken connection (*ret_sent tells whether the request may
+ * have reached the server). */
+struct read_fields {
+	uint64_t min_version;
+	uint64_t deadline_ms;
+	uint64_t max_staleness_ms;
+	bool send_deadline;
+};
+int channel_call(struct channel *ch, const struct request_body *b, const struct read_fields *rf,
+                 uint64_t timeout_ms, struct reply *ret, bool *ret_sent, mp_error *err);
+
+/* ---- servers.c: the ordered server lists, pools, mark-down and probing ---- */
+struct server_entry {
+	char address[ADDRESS_MAX];
+	bool is_primary;
+	pthread_mutex_t lock;
+	struct channel *idle[POOL_MAX];
+	int nidle;
+	bool down;
+	int64_t next_probe_ns;
+	uint64_t need_version;      /* to come back: applied at least this */
+	uint64_t need_staleness_ms; /* and no staler than this (0: any) */
+	char why_down[MP_ERROR_MAX];
+};
+
+struct servers {
+	struct server_entry *entries[SERVERS_MAX];
+	size_t n;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t prober;
+	bool prober_running;
+	bool stopping;
+};
+
+/* ---- buckets.c ---- */
+struct bucket {
+	char alias[ALIAS_MAX + 1];
+	int config_index; /* -1: the origin with no configuration */
+	pthread_mutex_t lock;
+	struct objstore *idle[POOL_MAX];
+	int nidle;
+};
+
+/* ---- the handle ---- */
+struct mp_client {
+	struct mp_config cfg;
+	enum mp_consistency consistency;
+	uint64_t max_staleness_ms;
+	_Atomic uint64_t session;
+	uint64_t session_saved;
+	pthread_mutex_t lock; /* cluster_id, origin, session file */
+	char cluster_id[CLUSTER_MAX];
+	char origin_url[ORIGIN_URL_MAX];
+	bool session_loaded;
+	struct servers servers;
+	struct bucket buckets[BUCKETS_MAX + 1];
+	size_t nbuckets;
+};
+
+int servers_init(struct mp_client *c);
+void servers_destroy(struct mp_client *c);
+/* A channel to s: pooled or new. */
+int servers_get_channel(struct mp_client *c, struct server_entry *s, struct channel **ret,
+                        bool *ret_pooled, mp_error *err);
+void servers_put_channel(struct server_entry *s, struct channel *ch);
+void servers_mark_down(struct mp_client *c, struct server_entry *s, uint64_t need_version,
+                       uint64_t need_staleness_ms, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+bool servers_is_down(struct server_entry *s);
+
+/* ---- client.c: routing ---- */
+void client_learn(struct mp_client *c, const struct channel *ch);
+void client_session_bump(struct mp_client *c, uint64_t version);
+enum mp_consistency client_level(const struct mp_client *c, const mp_call *call);
+/* A read: at the mirrors in order (with the call's consistency), then the
+ * primaries. */
+int client_read(struct mp_client *c, const struct request_body *b, mp_call *call, struct reply *ret,
+                mp_error *err);
+/* A write (or a read that must be at the primary): at the first primary that
+ * answers. An ERROR answer is returned as its errno with its message. */
+int client_primary(struct mp_client *c, const struct request_body *b, mp_call *call,
+                   struct reply *ret, mp_error *err);
+/* Turns an ERROR answer into (code, message) in err. */
+int client_answer_error(const struct reply *r, const char *what, mp_error *err);
+/* The origin URL the primary announced ("" if none yet): asks a primary if
+ * none is known. */
+int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err);
+
+/* ---- session.c ---- */
+void session_load(struct mp_client *c); /* under c->lock, once the cluster id is known */
+int session_save(struct mp_client *c, mp_error *err);
+
+/* ---- nodes.c ---- */
+/* Decodes the node field of a REPLY into an mp_node (malloc'd strings). */
+int nodes_from_msg(const msgpack_object *o, mp_node *ret, mp_error *err);
+int nodes_from_reply(const struct reply *r, mp_node *ret, mp_error *err);
+/* Encodes a layout of extents as the msgpack array the protocol wants. */
+void nodes_pack_layout(msgpack_packer *pk, const mp_extent *ext, size_t n);
+/* Checks an absolute remote path the way the server will. */
+int nodes_check_path(const char *path, mp_error *err);
+/* A BATCH of ops [type, {body}] sent to the primary. */
+struct batch {
+	msgpack_sbuffer sb; /* the ops, packed */
+	msgpack_packer pk;
+	uint32_t nops;
+};
+void batch_init(struct batch *b);
+void batch_destroy(struct batch *b);
+int batch_flush(struct mp_client *c, struct batch *b, mp_call *call, mp_error *err);
+
+/* ---- buckets.c ---- */
+int buckets_init(struct mp_client *c, mp_error *err);
+void buckets_destroy(struct mp_client *c);
+/* An object-store handle for alias (its own or the site replica's when
+ * replica is true and one is configured; *ret_st NULL then means none). */
+int buckets_acquire(struct mp_client *c, const char *alias, bool replica, struct bucket **ret_b,
+                    struct objstore **ret_st, mp_error *err);
+void buckets_release(struct bucket *b, struct objstore *st);
+int buckets_error(mp_error *err, int rc, const struct objstore_error *oe);
+
+/* ---- progress (transfer.c) ---- */
+struct progress {
+	pthread_mutex_t lock;
+	mp_progress p;
+	mp_progress_cb cb;
+	void *arg;
+	int64_t last_ns;
+};
+void progress_init(struct progress *pr, const mp_transfer_opts *opts);
+void progress_add(struct progress *pr, uint64_t bytes, uint64_t files, const char *current);
+void progress_totals(struct progress *pr, uint64_t bytes, uint64_t files);
+void progress_finish(struct progress *pr);
+void progress_destroy(struct progress *pr);
+
+int transfer_parallel(const struct mp_client *c, const mp_transfer_opts *opts);
+/* Uploads data as a new origin object and commits the file at remote. */
+int transfer_put_data(struct mp_client *c, const void *data, size_t len, const char *remote,
+                      uint32_t mode, int64_t mtime_ns, struct progress *pr, mp_call *call,
+                      mp_error *err);
+/* Downloads node's extents into fd (pwrite at file offsets). */
+int transfer_get_fd(struct mp_client *c, const mp_node *n, int fd, int parallel,
+                    struct progress *pr, mp_error *err);
+
+int64_t client_now_ns(void);
+
+#endif

@@ -1,0 +1,416 @@
+/* Moving file bytes: uploads as new origin objects, downloads of a layout's
+ * extents by ranged GETs in parallel (site replica first, then the bucket
+ * itself), progress accounting, and a small pool of workers for running
+ * many such jobs at once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "node.h"
+#include "proto.h"
+#include "transfer.h"
+
+/* ---- progress ---- */
+
+void progress_init(struct progress *pr, const mp_transfer_opts *opts)
+{
+	memset(pr, 0, sizeof(*pr));
+	pthread_mutex_init(&pr->lock, NULL);
+	if (opts != NULL) {
+		pr->cb = opts->progress;
+		pr->arg = opts->progress_arg;
+	}
+}
+
+static void progress_emit(struct progress *pr, bool force)
+{
+	if (pr->cb == NULL)
+		return;
+	int64_t now = client_now_ns();
+	if (!force && now - pr->last_ns < 100000000)
+		return;
+	pr->last_ns = now;
+	pr->cb(pr->arg, &pr->p);
+}
+
+void progress_add(struct progress *pr, uint64_t bytes, uint64_t files, const char *current)
+{
+	if (pr == NULL)
+		return;
+	pthread_mutex_lock(&pr->lock);
+	pr->p.bytes_done += bytes;
+	pr->p.files_done += files;
+	if (current != NULL)
+		pr->p.current = current;
+	progress_emit(pr, false);
+	/* current is the caller's: never kept past this call. */
+	pr->p.current = NULL;
+	pthread_mutex_unlock(&pr->lock);
+}
+
+void progress_totals(struct progress *pr, uint64_t bytes, uint64_t files)
+{
+	if (pr == NULL)
+		return;
+	pthread_mutex_lock(&pr->lock);
+	pr->p.bytes_total += bytes;
+	pr->p.files_total += files;
+	pthread_mutex_unlock(&pr->lock);
+}
+
+void progress_finish(struct progress *pr)
+{
+	pthread_mutex_lock(&pr->lock);
+	progress_emit(pr, true);
+	pthread_mutex_unlock(&pr->lock);
+}
+
+void progress_destroy(struct progress *pr)
+{
+	pthread_mutex_destroy(&pr->lock);
+}
+
+int transfer_parallel(const struct mp_client *c, const mp_transfer_opts *opts)
+{
+	int n = opts != NULL && opts->parallel > 0 ? opts->parallel : (int)c->cfg.parallel;
+	return n > 256 ? 256 : n;
+}
+
+/* ---- a pool of workers over numbered jobs ---- */
+
+struct pool_run {
+	pthread_mutex_t lock;
+	size_t next, count;
+	int rc;
+	mp_error err;
+	transfer_job_fn fn;
+	void *ctx;
+};
+
+static void *pool_worker(void *arg)
+{
+	struct pool_run *pr = arg;
+	for (;;) {
+		pthread_mutex_lock(&pr->lock);
+		if (pr->rc != 0 || pr->next >= pr->count) {
+			pthread_mutex_unlock(&pr->lock);
+			return NULL;
+		}
+		size_t i = pr->next++;
+		pthread_mutex_unlock(&pr->lock);
+		mp_error e = {0};
+		int r = pr->fn(pr->ctx, i, &e);
+		if (r < 0) {
+			pthread_mutex_lock(&pr->lock);
+			if (pr->rc == 0) {
+				pr->rc = r;
+				pr->err = e;
+			}
+			pthread_mutex_unlock(&pr->lock);
+		}
+	}
+}
+
+int transfer_run(size_t count, int parallel, transfer_job_fn fn, void *ctx, mp_error *err)
+{
+	struct pool_run pr = {.count = count, .fn = fn, .ctx = ctx};
+	pthread_mutex_init(&pr.lock, NULL);
+	size_t nthreads = (size_t)(parallel > 0 ? parallel : 1);
+	if (nthreads > count)
+		nthreads = count;
+	pthread_t *th = calloc(nthreads ? nthreads : 1, sizeof(*th));
+	size_t started = 0;
+	if (th == NULL) {
+		pthread_mutex_destroy(&pr.lock);
+		return mperr(err, -ENOMEM, "out of memory");
+	}
+	/* The calling thread works too, so one job needs no thread at all. */
+	for (size_t i = 1; i < nthreads; i++) {
+		if (pthread_create(&th[i], NULL, pool_worker, &pr) != 0)
+			break;
+		started = i;
+	}
+	pool_worker(&pr);
+	for (size_t i = 1; i <= started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	pthread_mutex_destroy(&pr.lock);
+	if (pr.rc < 0 && err != NULL)
+		*err = pr.err;
+	return pr.rc;
+}
+
+/* ---- uploads ---- */
+
+static void md5_hex(const void *data, size_t len, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	EVP_Digest(data, len, md, &n, EVP_md5(), NULL);
+	for (unsigned i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+	out[2 * n] = '\0';
+}
+
+static bool is_md5_etag(const char *etag)
+{
+	if (strlen(etag) != 32)
+		return false;
+	for (int i = 0; i < 32; i++)
+		if (!((etag[i] >= '0' && etag[i] <= '9') || (etag[i] >= 'a' && etag[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static int new_key(char out[64], mp_error *err)
+{
+	unsigned char rnd[16];
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		return mperr(err, -EIO, "getrandom: %s", strerror(errno));
+	strcpy(out, "mp/");
+	for (int i = 0; i < 16; i++)
+		sprintf(out + 3 + 2 * i, "%02x", rnd[i]);
+	return 0;
+}
+
+static void upload_progress(void *arg, uint64_t bytes)
+{
+	progress_add(arg, bytes, 0, NULL);
+}
+
+int transfer_put_data(struct mp_client *c, const void *data, size_t len, const char *remote,
+                      uint32_t mode, int64_t mtime_ns, struct progress *pr, mp_call *call,
+                      mp_error *err)
+{
+	char key[64], etag[OBJSTORE_ETAG_MAX] = "";
+	mp_extent ext = {.bucket = c->cfg.origin, .key = key, .etag = etag, .length = len};
+	int r = nodes_check_path(remote, err);
+	if (r < 0)
+		return r;
+	if (len > 0) {
+		struct bucket *b;
+		struct objstore *st;
+		r = new_key(key, err);
+		if (r == 0)
+			r = buckets_acquire(c, c->cfg.origin, false, &b, &st, err);
+		if (r < 0)
+			return r;
+		struct objstore_error oe = {0};
+		objstore_set_progress(st, upload_progress, pr);
+		bool single = len <= c->cfg.part_size;
+		if (single)
+			r = objstore_put(st, key, data, len, etag, &oe);
+		else
+			r = objstore_put_multipart(st, key, data, len, etag, &oe);
+		objstore_set_progress(st, NULL, NULL);
+		if (r < 0) {
+			buckets_release(b, st);
+			return mperr(err, r, "upload of %s: %s", remote, oe.message);
+		}
+		/* Single PUTs come back with the body's MD5 as their ETag; the
+		 * parts of a multipart upload were each checked by the server
+		 * against the SHA-256 they were signed with. */
+		if (single && is_md5_etag(etag)) {
+			char md5[33];
+			md5_hex(data, len, md5);
+			if (strcmp(md5, etag) != 0) {
+				objstore_delete(st, key, NULL);
+				buckets_release(b, st);
+				return mperr(
+				    err, -EIO,
+				    "upload of %s: the store's ETag %s is not the data's MD5 %s",
+				    remote, etag, md5);
+			}
+		}
+		buckets_release(b, st);
+	}
+	struct request_body rb;
+	request_init(&rb, MT_CREATE);
+	request_str(&rb, "path", remote);
+	request_u64(&rb, "size", len);
+	request_u64(&rb, "mode", mode ? mode & 07777 : 0644);
+	if (mtime_ns > 0)
+		request_u64(&rb, "mtime", (uint64_t)mtime_ns);
+	request_key(&rb, "layout");
+	nodes_pack_layout(&rb.pk, &ext, len > 0 ? 1 : 0);
+	struct reply rep;
+	r = client_primary(c, &rb, call, &rep, err);
+	request_destroy(&rb);
+	if (r < 0)
+		return r;
+	if (rep.is_error)
+		r = client_answer_error(&rep, remote, err);
+	reply_release(&rep);
+	return r;
+}
+
+/* ---- downloads ---- */
+
+/* Splits a layout into ranges of at most part_size. *ret is malloc'd. */
+int transfer_chunks(const struct mp_client *c, const mp_node *n, struct chunk **ret, size_t *ret_n,
+                    mp_error *err)
+{
+	uint64_t part = c->cfg.part_size, total = 0;
+	size_t count = 0;
+	for (size_t i = 0; i < n->n_extents; i++)
+		count += (size_t)((n->extents[i].length + part - 1) / part);
+	struct chunk *ch = calloc(count ? count : 1, sizeof(*ch));
+	if (ch == NULL)
+		return mperr(err, -ENOMEM, "out of memory");
+	size_t k = 0;
+	for (size_t i = 0; i < n->n_extents; i++) {
+		const mp_extent *e = &n->extents[i];
+		for (uint64_t off = 0; off < e->length; off += part, k++) {
+			uint64_t len = e->length - off < part ? e->length - off : part;
+			ch[k] = (struct chunk){e, e->offset + off, len, total + off,
+			                       off == 0 && len == e->length};
+		}
+		total += e->length;
+	}
+	*ret = ch;
+	*ret_n = k;
+	return 0;
+}
+
+struct fetch {
+	mp_sink_cb sink;
+	void *arg;
+	EVP_MD_CTX *md5; /* when checking a whole object */
+	struct progress *pr;
+	uint64_t got;
+};
+
+static int fetch_cb(void *arg, const void *data, size_t len)
+{
+	struct fetch *f = arg;
+	if (f->md5 != NULL)
+		EVP_DigestUpdate(f->md5, data, len);
+	int r = f->sink(f->arg, data, len);
+	if (r == 0) {
+		f->got += len;
+		progress_add(f->pr, len, 0, NULL);
+	}
+	return r;
+}
+
+/* One range, from the site replica when there is one, else the extent's
+ * bucket; the bytes go to sink in order. A retry after a partial transfer
+ * (replica failed midway) would repeat bytes, so the replica is only used
+ * when it answers from the first byte. */
+int transfer_fetch(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink, void *arg,
+                   struct progress *pr, mp_error *err)
+{
+	const mp_extent *e = ch->ext;
+	struct objstore_error oe = {0};
+	for (int use_replica = 1; use_replica >= 0; use_replica--) {
+		struct bucket *b;
+		struct objstore *st;
+		int r = buckets_acquire(c, e->bucket, use_replica, &b, &st, err);
+		if (r < 0)
+			return r;
+		if (st == NULL)
+			continue; /* no replica configured */
+		struct fetch f = {.sink = sink, .arg = arg, .pr = pr};
+		bool check = ch->whole_extent && e->offset == 0 && is_md5_etag(e->etag);
+		if (check) {
+			f.md5 = EVP_MD_CTX_new();
+			if (f.md5 == NULL || !EVP_DigestInit_ex(f.md5, EVP_md5(), NULL)) {
+				EVP_MD_CTX_free(f.md5);
+				f.md5 = NULL;
+				check = false;
+			}
+		}
+		r = objstore_get(st, e->key, ch->obj_offset, ch->length, fetch_cb, &f, &oe);
+		buckets_release(b, st);
+		if (r == 0 && f.got != ch->length)
+			r = objstore_fail(&oe, -EIO, 0, "ShortRead",
+			                  "%s/%s: %llu of %llu bytes at offset %llu: the object is "
+			                  "shorter than the layout says",
+			                  e->bucket, e->key, (unsigned long long)f.got,
+			                  (unsigned long long)ch->length,
+			                  (unsigned long long)ch->obj_offset);
+		if (r == 0 && check) {
+			unsigned char md[EVP_MAX_MD_SIZE];
+			unsigned n = 0;
+			char hex[33];
+			EVP_DigestFinal_ex(f.md5, md, &n);
+			for (unsigned i = 0; i < n && i < 16; i++)
+				sprintf(hex + 2 * i, "%02x", md[i]);
+			hex[32] = '\0';
+			if (strcmp(hex, e->etag) != 0)
+				r = objstore_fail(
+				    &oe, -EIO, 0, "BadDigest",
+				    "%s/%s: the bytes' MD5 %s differs from the layout's "
+				    "ETag %s (the object changed since it was written or "
+				    "imported)",
+				    e->bucket, e->key, hex, e->etag);
+		}
+		EVP_MD_CTX_free(f.md5);
+		if (r == 0)
+			return 0;
+		if (use_replica && f.got == 0)
+			continue;
+		return buckets_error(err, r, &oe);
+	}
+	return buckets_error(err, -EIO, &oe);
+}
+
+struct fd_sink {
+	int fd;
+	uint64_t pos;
+};
+
+static int fd_sink_write(void *arg, const void *data, size_t len)
+{
+	struct fd_sink *s = arg;
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = pwrite(s->fd, p, len, (off_t)s->pos);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		s->pos += (uint64_t)n;
+	}
+	return 0;
+}
+
+struct get_job {
+	struct mp_client *c;
+	const struct chunk *chunks;
+	int fd;
+	struct progress *pr;
+};
+
+static int get_chunk(void *ctx, size_t i, mp_error *err)
+{
+	struct get_job *j = ctx;
+	struct fd_sink s = {j->fd, j->chunks[i].file_offset};
+	int r = transfer_fetch(j->c, &j->chunks[i], fd_sink_write, &s, j->pr, err);
+	if (r < 0 && err->message[0] == '\0')
+		mperr(err, r, "write: %s", strerror(-r));
+	return r;
+}
+
+int transfer_get_fd(struct mp_client *c, const mp_node *n, int fd, int parallel,
+                    struct progress *pr, mp_error *err)
+{
+	struct chunk *chunks;
+	size_t count;
+	int r = transfer_chunks(c, n, &chunks, &count, err);
+	if (r < 0)
+		return r;
+	struct get_job j = {c, chunks, fd, pr};
+	r = transfer_run(count, parallel, get_chunk, &j, err);
+	free(chunks);
+	return r;
+}
