@@ -228,14 +228,16 @@ int client_read(struct mp_client *c, const struct request_body *b, mp_call *call
 	mp_error last = {0};
 	unsigned fallbacks = 0;
 	struct servers *sv = &c->servers;
+	bool tried[SERVERS_MAX] = {0};
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < sv->n; i++) {
 			struct server_entry *s = sv->entries[i];
-			/* Pass 0: healthy servers; pass 1: the primaries even if down. */
-			if (pass == 0 && servers_is_down(s))
+			/* Pass 0: healthy servers; pass 1: the primaries that were
+			 * already marked down, as a last resort. */
+			if (tried[i] || (pass == 0 && servers_is_down(s)) ||
+			    (pass == 1 && !s->is_primary))
 				continue;
-			if (pass == 1 && !s->is_primary)
-				continue;
+			tried[i] = true;
 			bool mirror = !s->is_primary;
 			if (mirror && level != MP_EVENTUAL) {
 				uint64_t sess = atomic_load(&c->session);
@@ -287,11 +289,13 @@ int client_primary(struct mp_client *c, const struct request_body *b, mp_call *c
 	mp_error last = {0};
 	unsigned fallbacks = 0;
 	struct servers *sv = &c->servers;
+	bool tried[SERVERS_MAX] = {0};
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < sv->n; i++) {
 			struct server_entry *s = sv->entries[i];
-			if (!s->is_primary || (pass == 0) == servers_is_down(s))
+			if (!s->is_primary || tried[i] || (pass == 0 && servers_is_down(s)))
 				continue;
+			tried[i] = true;
 			enum attempt a = attempt(c, s, b, NULL, c->cfg.timeout_ms, ret, &last);
 			if (a == ATTEMPT_UNKNOWN && b->type != MT_VERSION)
 				/* Not retried elsewhere: the write may have happened. */

@@ -184,6 +184,9 @@ static void upload_progress(void *arg, uint64_t bytes)
 	progress_add(arg, bytes, 0, NULL);
 }
 
+static int commit_file(struct mp_client *c, const char *remote, size_t len, uint32_t mode,
+                       int64_t mtime_ns, const mp_extent *ext, mp_call *call, mp_error *err);
+
 int transfer_put_data(struct mp_client *c, const void *data, size_t len, const char *remote,
                       uint32_t mode, int64_t mtime_ns, struct progress *pr, mp_call *call,
                       mp_error *err)
@@ -230,6 +233,35 @@ int transfer_put_data(struct mp_client *c, const void *data, size_t len, const c
 		}
 		buckets_release(b, st);
 	}
+	r = commit_file(c, remote, len, mode, mtime_ns, &ext, call, err);
+	if (r == -ENOENT) {
+		/* Like an object store: a put makes the directories it needs. */
+		char *parent = strdup(remote);
+		char *slash = parent ? strrchr(parent, '/') : NULL;
+		if (slash != NULL && slash != parent) {
+			*slash = '\0';
+			mp_error e;
+			if (mp_mkdir(c, parent, 0755, true, NULL, &e) == 0)
+				r = commit_file(c, remote, len, mode, mtime_ns, &ext, call, err);
+		}
+		free(parent);
+	}
+	if (r < 0 && len > 0) {
+		/* Nothing points at the new object: do not leave it behind. */
+		struct bucket *b;
+		struct objstore *st;
+		mp_error e;
+		if (buckets_acquire(c, c->cfg.origin, false, &b, &st, &e) == 0) {
+			objstore_delete(st, key, NULL);
+			buckets_release(b, st);
+		}
+	}
+	return r;
+}
+
+static int commit_file(struct mp_client *c, const char *remote, size_t len, uint32_t mode,
+                       int64_t mtime_ns, const mp_extent *ext, mp_call *call, mp_error *err)
+{
 	struct request_body rb;
 	request_init(&rb, MT_CREATE);
 	request_str(&rb, "path", remote);
@@ -238,9 +270,9 @@ int transfer_put_data(struct mp_client *c, const void *data, size_t len, const c
 	if (mtime_ns > 0)
 		request_u64(&rb, "mtime", (uint64_t)mtime_ns);
 	request_key(&rb, "layout");
-	nodes_pack_layout(&rb.pk, &ext, len > 0 ? 1 : 0);
+	nodes_pack_layout(&rb.pk, ext, len > 0 ? 1 : 0);
 	struct reply rep;
-	r = client_primary(c, &rb, call, &rep, err);
+	int r = client_primary(c, &rb, call, &rep, err);
 	request_destroy(&rb);
 	if (r < 0)
 		return r;

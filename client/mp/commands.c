@@ -1,0 +1,140 @@
+/* mp's commands and their help text. */
+#include <string.h>
+
+#include "commands.h"
+
+static const struct command commands[] = {
+    {"ls", cmd_meta_ls, "ls [-l] [PATH...]", "list directories (default /)",
+     "  -l, --long       type and mode, size, modification time, name; symlinks as\n"
+     "                   NAME -> TARGET\n"
+     "With --json: {\"listings\": [{\"path\", \"type\", \"entries\": [NODE...]}]}; a\n"
+     "file operand's entries hold the file itself.\n"},
+    {"stat", cmd_meta_stat, "stat PATH...", "show attributes, symlink target, file layout",
+     "Symlinks are not followed. With --json: {\"nodes\": [NODE...]}, each with\n"
+     "its extents and the version it was read at.\n"},
+    {"mkdir", cmd_meta_mkdir, "mkdir [-p] [-m MODE] PATH...", "make directories",
+     "  -p, --parents    make missing parents; an existing directory is no error\n"
+     "  -m, --mode MODE  octal permission bits (default 0755)\n"},
+    {"put", cmd_transfer_put, "put [-r] LOCAL... REMOTE", "upload files (- reads stdin)",
+     "Each LOCAL file becomes a new object in the origin bucket, then the file at\n"
+     "REMOTE (or REMOTE/NAME when REMOTE is a directory) points at it. With\n"
+     "several LOCALs, REMOTE must be an existing directory. A single LOCAL of -\n"
+     "reads standard input into memory and writes it to the file REMOTE.\n"
+     "  -r, --recursive  upload directories: into REMOTE/NAME when REMOTE is an\n"
+     "                   existing directory, else as REMOTE (made with parents)\n"},
+    {"get", cmd_transfer_get, "get [-r] REMOTE... LOCAL", "download files (- writes to stdout)",
+     "Each REMOTE file is written to LOCAL (or LOCAL/NAME when LOCAL is a\n"
+     "directory) through a temporary file. With several REMOTEs, LOCAL must be\n"
+     "an existing directory. A LOCAL of - writes the files to stdout, like cat.\n"
+     "  -r, --recursive  download directories: into LOCAL/NAME when LOCAL is an\n"
+     "                   existing directory, else as LOCAL\n"},
+    {"cat", cmd_transfer_cat, "cat PATH...", "write files to stdout", NULL},
+    {"rm", cmd_meta_rm, "rm [-r] [-f] PATH...", "remove files, symlinks, empty directories",
+     "  -r, --recursive  remove directories and everything below them\n"
+     "  -f, --force      a missing PATH is no error\n"
+     "The root directory is never removed.\n"},
+    {"mv", cmd_meta_mv, "mv FROM TO", "rename or move a node", NULL},
+    {"ln", cmd_meta_ln, "ln -s TARGET LINKPATH", "make a symbolic link",
+     "  -s, --symbolic   required: hard links are not supported\n"
+     "TARGET is stored as given and may be relative.\n"},
+    {"import", cmd_transfer_import, "import SOURCE DEST",
+     "make a bucket's objects files, without copying",
+     "SOURCE is ALIAS or ALIAS/PREFIX, a bucket alias of the configuration\n"
+     "(buckets.ALIAS.url). Keys map to paths below DEST (a/b.jpg -> DEST/a/b.jpg).\n"
+     "Running it again updates files whose object changed and removes files whose\n"
+     "object is gone. Prints what it did.\n"},
+    {"status", cmd_status_status, "status", "ask every configured server how it is",
+     "Columns: ADDRESS ROLE SITE STATE VERSION LAG STALENESS RTT, and why a server\n"
+     "is down. STATE is up, down, or avoided (up now, but the handle still skips\n"
+     "it). Exits 1 when no primary answers.\n"},
+    {"version", cmd_status_version, "version", "versions: mp, the primary, a mirror; cluster id",
+     NULL},
+    {"help", commands_help_cmd, "help [COMMAND]", "show this help, or a command's", NULL},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+const struct command *commands_find(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+void commands_usage(FILE *out)
+{
+	fprintf(out, "usage: mp [OPTIONS] COMMAND [ARGS...]\n"
+	             "\n"
+	             "Commands (remote paths are absolute):\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(out, "  %-28s  %s\n", commands[i].synopsis, commands[i].summary);
+	fprintf(out, "\n"
+	             "Options (before the command):\n"
+	             "  -c, --config FILE        YAML site configuration (default $MP_CONFIG)\n"
+	             "      --primary LIST       primaries HOST:PORT,... in order; replaces the\n"
+	             "                           configured list (repeatable: appends)\n"
+	             "      --mirror LIST        this site's mirrors HOST:PORT,... in order; as\n"
+	             "                           --primary\n"
+	             "      --token TOKEN        client token (see mp-primary token create)\n"
+	             "      --consistency LEVEL  session (default), strong or eventual\n"
+	             "      --max-staleness DUR  eventual reads refuse a mirror staler than this\n"
+	             "      --timeout DUR        per request to a server (default 2s)\n"
+	             "  -o NAME=VALUE            set any configuration option (repeatable), e.g.\n"
+	             "                           -o buckets.origin.endpoint=http://127.0.0.1:9000\n"
+	             "      --json               print one JSON document on stdout\n"
+	             "      --no-progress        no progress bars\n"
+	             "  -q, --quiet              no progress bars, no summaries\n"
+	             "  -h, --help               show this help\n"
+	             "      --version            show mp's version\n"
+	             "\n"
+	             "Configuration options (-o, or YAML): primary, mirror, token, consistency,\n"
+	             "max_staleness, connect_timeout, timeout, read_deadline, probe_interval,\n"
+	             "session_file, origin, parallel, part_size, buckets.ALIAS.{url,endpoint,\n"
+	             "region,access_key,secret_key,path_style,replica}.\n"
+	             "\n"
+	             "The session version (read-your-writes across runs) is kept in\n"
+	             "$XDG_RUNTIME_DIR/mirrorplane/session, else /tmp/mirrorplane-UID/session;\n"
+	             "-o session_file=- turns it off.\n"
+	             "\n"
+	             "Exit status: 0 success, 1 an operation failed, 2 usage error.\n"
+	             "See mp help COMMAND for a command's options.\n");
+}
+
+void commands_help(FILE *out, const struct command *cmd)
+{
+	fprintf(out, "usage: mp [OPTIONS] %s\n\n%s\n", cmd->synopsis, cmd->summary);
+	if (cmd->details != NULL)
+		fprintf(out, "\n%s", cmd->details);
+}
+
+int commands_print_help(const char *name)
+{
+	const struct command *cmd = commands_find(name);
+	if (cmd != NULL)
+		commands_help(stdout, cmd);
+	return EXIT_OK;
+}
+
+int commands_help_cmd(struct ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	int opt;
+	ctx_getopt_begin();
+	while ((opt = ctx_getopt(ctx, argc, argv, "h", opts)) != -1) {
+		if (opt == CTX_OPT_ERROR)
+			return EXIT_USAGE;
+		return commands_print_help("help");
+	}
+	if (argc - optind > 1)
+		return ctx_usage(ctx, "give one COMMAND");
+	if (argc - optind == 0) {
+		commands_usage(stdout);
+		return EXIT_OK;
+	}
+	const struct command *cmd = commands_find(argv[optind]);
+	if (cmd == NULL)
+		return ctx_usage(ctx, "unknown command '%s'", argv[optind]);
+	commands_help(stdout, cmd);
+	return EXIT_OK;
+}
