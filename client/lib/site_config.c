@@ -219,7 +219,8 @@ fail:
 /* First pass over a YAML file: registers every alias under "buckets" (as
  * a nested mapping or in dotted keys), so that the table knows them. A file
  * that does not parse is left to the real load to report. */
-static int scan_aliases(struct mp_config *cfg, const char *buf, size_t len, mp_error *err)
+static int scan_aliases(struct mp_config *cfg, const char *name, const char *buf, size_t len,
+                        mp_error *err)
 {
 	yaml_parser_t parser;
 	yaml_event_t ev;
@@ -277,7 +278,13 @@ static int scan_aliases(struct mp_config *cfg, const char *buf, size_t len, mp_e
 				const char *dot = memchr(k, '.', klen);
 				alen = dot ? (size_t)(dot - k) : klen;
 			}
-			if (alias != NULL && site_config_check_alias(alias, alen) == 0)
+			if (alias != NULL && site_config_check_alias(alias, alen) < 0)
+				rc = mperr(err, -EINVAL,
+				           "%s:%zu:%zu: bucket alias '%.*s': use 1..%d letters, digits, "
+				           "'-' or '_'",
+				           name, ev.start_mark.line + 1, ev.start_mark.column + 1,
+				           (int)(alen > 80 ? 80 : alen), alias, ALIAS_MAX);
+			else if (alias != NULL)
 				rc = add_bucket(cfg, alias, alen, err);
 			break;
 		}
@@ -306,7 +313,7 @@ MP_EXPORT int mp_config_load(mp_config *cfg, const char *path, mp_error *err)
 		free(why);
 		return r;
 	}
-	r = scan_aliases(cfg, buf, len, err);
+	r = scan_aliases(cfg, path, buf, len, err);
 	if (r == 0) {
 		char *msg = NULL;
 		r = config_load_buffer(cfg->table, cfg, path, buf, len, &msg);
