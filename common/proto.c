@@ -1,6 +1,8 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 const char *proto_msg_name(unsigned type)
 {
@@ -104,4 +106,50 @@ const char *proto_errno_name(int err)
 	default:
 		return "EIO";
 	}
+}
+
+int proto_origin_check(const char *url, char *err, size_t errlen)
+{
+	size_t len = strlen(url);
+	if (len > ORIGIN_MAX) {
+		snprintf(err, errlen, "longer than %d bytes", ORIGIN_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)url[i] < 0x20 || url[i] == 0x7f) {
+			snprintf(err, errlen, "control byte at offset %zu", i);
+			return -EINVAL;
+		}
+	if (strncmp(url, "s3://", 5) == 0) {
+		const char *bucket = url + 5;
+		size_t blen = strcspn(bucket, "/");
+		if (blen < 3 || blen > 63) {
+			snprintf(err, errlen, "the bucket name must be 3 to 63 bytes (it is %zu)",
+			         blen);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < blen; i++) {
+			char c = bucket[i];
+			if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+			      c == '.')) {
+				snprintf(err, errlen,
+				         "the bucket name may hold only a-z, 0-9, '-' and '.'");
+				return -EINVAL;
+			}
+		}
+		if (bucket[blen] == '/' && strlen(bucket + blen + 1) > 512) {
+			snprintf(err, errlen, "the prefix must be at most 512 bytes");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (strncmp(url, "file://", 7) == 0) {
+		if (url[7] != '/' || url[8] == '\0') {
+			snprintf(err, errlen, "expected file:///DIR (an absolute directory)");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	snprintf(err, errlen, "expected s3://BUCKET[/PREFIX] or file:///DIR");
+	return -EINVAL;
 }

@@ -3,6 +3,8 @@
 #ifndef MP_PROTO_H
 #define MP_PROTO_H
 
+#include <stddef.h>
+
 #define PROTO_VERSION         1
 #define FRAME_HEADER_LEN      4
 #define FRAME_DEFAULT_MAX     (16u << 20)
@@ -11,6 +13,10 @@
 #define READDIR_MAX_LIMIT     10000
 #define BATCH_MAX_OPS         10000
 #define CLUSTER_ID_MAX        64
+/* An origin URL's length at most (clients keep it in fixed buffers). */
+#define ORIGIN_MAX 1024
+/* The largest max_staleness_ms a read may carry: a day. */
+#define MAX_STALENESS_MS_MAX 86400000
 
 enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_HELLO = 1,
@@ -47,5 +53,11 @@ enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };
 const char *proto_msg_name(unsigned type);
 /* "ENOENT" for ENOENT, ...; "EIO" for codes it does not know. */
 const char *proto_errno_name(int err);
+/* Whether url names an origin bucket the way clients can use it:
+ * s3://BUCKET[/PREFIX] (bucket 3..63 bytes of a-z, 0-9, '-', '.'; prefix
+ * at most 512 bytes, as objstore_open takes it) or file:///DIR, at most
+ * ORIGIN_MAX bytes, no control bytes. Returns 0 or -EINVAL with the reason
+ * in err (which does not repeat the URL). */
+int proto_origin_check(const char *url, char *err, size_t errlen);
 
 #endif

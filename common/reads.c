@@ -157,11 +157,21 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		msgpack_sbuffer_init(&sb);
-		msg_begin(&sb, &pk, MT_REPLY, id, 2);
+		msg_begin(&sb, &pk, MT_REPLY, id, v->site != NULL ? 6 : 5);
 		msg_pack_key(&pk, "version");
 		msgpack_pack_uint64(&pk, v->version);
 		msg_pack_key(&pk, "cluster_id");
 		msg_pack_cstr(&pk, v->cluster_id);
+		msg_pack_key(&pk, "role");
+		msg_pack_cstr(&pk, v->role);
+		if (v->site != NULL) {
+			msg_pack_key(&pk, "site");
+			msg_pack_cstr(&pk, v->site);
+		}
+		msg_pack_key(&pk, "staleness_ms");
+		msgpack_pack_int64(&pk, v->staleness_ms);
+		msg_pack_key(&pk, "primary_version");
+		msgpack_pack_uint64(&pk, v->primary_version);
 		msg_end(&sb);
 		conn_send(c, sb.data, sb.size);
 		msgpack_sbuffer_destroy(&sb);

@@ -10,10 +10,16 @@
 #include "namespace.h"
 #include "server.h"
 
+/* What VERSION reports besides the version, so a client can choose
+ * between a mirror and the primary. */
 struct read_view {
 	const struct namespace *ns;
 	uint64_t version;
 	const char *cluster_id;
+	const char *role;         /* "primary", "mirror" */
+	const char *site;         /* a mirror's; NULL at the primary (not sent) */
+	int64_t staleness_ms;     /* since the state was known current; -1 unknown */
+	uint64_t primary_version; /* the newest primary version known */
 };
 
 bool reads_is_read(uint32_t type);

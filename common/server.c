@@ -349,7 +349,7 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, 4);
+	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, srv->cfg.site != NULL ? 6 : 5);
 	msg_pack_key(&pk, "cluster_id");
 	msg_pack_cstr(&pk, cluster);
 	msg_pack_key(&pk, "version");
@@ -358,6 +358,12 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	msgpack_pack_uint32(&pk, PROTO_VERSION);
 	msg_pack_key(&pk, "role");
 	msg_pack_cstr(&pk, srv->cfg.role);
+	msg_pack_key(&pk, "origin");
+	msg_pack_cstr(&pk, srv->cfg.origin != NULL ? srv->cfg.origin : "");
+	if (srv->cfg.site != NULL) {
+		msg_pack_key(&pk, "site");
+		msg_pack_cstr(&pk, srv->cfg.site);
+	}
 	msg_end(&sb);
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);

@@ -75,8 +75,12 @@ struct server_config {
 	const char *listen;
 	const char *role;       /* "primary", "mirror" */
 	const char *cluster_id; /* read at each HELLO: may change (a mirror) */
-	SSL_CTX *tls;           /* NULL: plain TCP */
-	const uint8_t *secret;  /* NULL: open access */
+	/* The origin bucket's URL announced in HELLO_OK, read at each HELLO
+	 * (a mirror passes on its upstream's); "" or NULL: not known. */
+	const char *origin;
+	const char *site;      /* a mirror's site name, in HELLO_OK; NULL at the primary */
+	SSL_CTX *tls;          /* NULL: plain TCP */
+	const uint8_t *secret; /* NULL: open access */
 	size_t secret_len;
 	uint64_t max_frame_bytes;
 	uint64_t idle_timeout_ms;

@@ -16,8 +16,41 @@
 
 static void answer(struct mirror *m, struct conn *c, struct request *r)
 {
-	struct read_view v = {m->ns, m->version, m->cluster_id};
+	struct read_view v = {.ns = m->ns,
+	                      .version = m->version,
+	                      .cluster_id = m->cluster_id,
+	                      .role = "mirror",
+	                      .site = m->cfg.site,
+	                      .staleness_ms = mirror_staleness_ms(m),
+	                      .primary_version = mirror_primary_version(m)};
 	reads_answer(&v, c, r->type, r->id, r->frame.body);
+}
+
+/* Whether the replica is within a read's max_staleness_ms; if not, the
+ * read gets ESTALE at once: waiting would not make an unreachable
+ * upstream any closer, and the primary can answer now. */
+static bool fresh_enough(struct mirror *m, struct request *r, uint64_t max_staleness_ms)
+{
+	int64_t staleness = mirror_staleness_ms(m);
+	if (m->ready && staleness >= 0 && (uint64_t)staleness <= max_staleness_ms)
+		return true;
+	if (!m->ready)
+		conn_send_error(r->c, r->id, -ESTALE,
+		                "mirror %s is bootstrapping (staleness unknown), max_staleness_ms "
+		                "%llu: read from the primary",
+		                m->cfg.site, (unsigned long long)max_staleness_ms);
+	else if (staleness < 0)
+		conn_send_error(r->c, r->id, -ESTALE,
+		                "mirror %s has not heard from an upstream (staleness unknown), "
+		                "max_staleness_ms %llu: read from the primary",
+		                m->cfg.site, (unsigned long long)max_staleness_ms);
+	else
+		conn_send_error(r->c, r->id, -ESTALE,
+		                "mirror %s is %lld ms stale, over max_staleness_ms %llu: read from "
+		                "the primary",
+		                m->cfg.site, (long long)staleness,
+		                (unsigned long long)max_staleness_ms);
+	return false;
 }
 
 static void stale(struct mirror *m, struct request *r)
@@ -88,17 +121,24 @@ void mirror_drop_parked(struct mirror *m)
 static void read_request(struct mirror *m, struct conn *c, struct request *r)
 {
 	char err[200];
-	uint64_t min_version = 0, deadline_ms = m->cfg.read_deadline_ms;
+	uint64_t min_version = 0, deadline_ms = m->cfg.read_deadline_ms, max_staleness_ms = 0;
 	const msgpack_object *body = r->frame.body;
+	int bound = 1; /* 0 when the read carries max_staleness_ms */
 	if (msg_get_u64(body, "min_version", false, UINT64_MAX, &min_version, err, sizeof(err)) <
 	        0 ||
 	    msg_get_u64(body, "deadline_ms", false, READ_DEADLINE_MAX_MS, &deadline_ms, err,
-	                sizeof(err)) < 0) {
+	                sizeof(err)) < 0 ||
+	    (bound = msg_get_u64(body, "max_staleness_ms", false, MAX_STALENESS_MS_MAX,
+	                         &max_staleness_ms, err, sizeof(err))) < 0) {
 		conn_send_error(c, r->id, -EINVAL, "%s: %s", proto_msg_name(r->type), err);
 		request_free(r);
 		return;
 	}
 	metric_add(m->m_reads, 1);
+	if (bound == 0 && !fresh_enough(m, r, max_staleness_ms)) {
+		request_free(r);
+		return;
+	}
 	/* A replica that is bootstrapping holds nothing worth reading. */
 	if (m->ready && m->version >= min_version) {
 		answer(m, c, r);

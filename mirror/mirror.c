@@ -211,9 +211,17 @@ static void discard_state(struct mirror *m, const char *why)
 	stream_disconnect_all(m->stream, "this replica is bootstrapping again");
 }
 
-static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id)
+static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id, const char *origin)
 {
 	struct mirror *m = arg;
+	if (strcmp(m->origin, origin) != 0) {
+		log_info("site %s: the upstream announces origin '%s'", m->cfg.site, origin);
+		snprintf(m->origin, sizeof(m->origin), "%s", origin);
+		/* Cascaded mirrors learned the old one at their HELLO and pass
+		 * it on: have them come back for this one. */
+		if (stream_subscribers(m->stream) > 0)
+			stream_disconnect_all(m->stream, "the upstream's origin changed");
+	}
 	if (m->cluster_id[0] != '\0' && strcmp(m->cluster_id, cluster_id) != 0) {
 		char why[200];
 		snprintf(why, sizeof(why),
@@ -689,6 +697,8 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	    .listen = cfg->listen,
 	    .role = "mirror",
 	    .cluster_id = m->cluster_id,
+	    .origin = m->origin,
+	    .site = m->cfg.site,
 	    .tls = m->tls,
 	    .secret = m->secret,
 	    .secret_len = m->secret_len,

@@ -68,6 +68,9 @@ struct mirror {
 	struct mirror_config cfg;
 	const char *config_path;
 	char cluster_id[CLUSTER_ID_MAX + 1];
+	/* The origin bucket's URL the upstream announced at its last HELLO_OK
+	 * ("" until then, or when it announced none), passed on to clients. */
+	char origin[ORIGIN_MAX + 1];
 	/* The replica. */
 	struct namespace *ns;
 	uint64_t version;
@@ -140,5 +143,11 @@ int mirror_status_register(struct mirror *m);
 const char *mirror_state(const struct mirror *m);
 double mirror_lag_seconds(const struct mirror *m);
 uint64_t mirror_lag_versions(const struct mirror *m);
+/* Milliseconds since the replica was known current by the primary's clock
+ * (heartbeats and applied versions); -1 when no upstream was heard since
+ * the start. */
+int64_t mirror_staleness_ms(const struct mirror *m);
+/* The newest primary version this mirror knows of. */
+uint64_t mirror_primary_version(const struct mirror *m);
 
 #endif

@@ -37,6 +37,23 @@ double mirror_lag_seconds(const struct mirror *m)
 	return since > grace ? (double)since / 1e9 : 0;
 }
 
+int64_t mirror_staleness_ms(const struct mirror *m)
+{
+	if (m->fresh_ns == 0)
+		return -1;
+	/* fresh_ns is the primary's clock; a primary clock a little ahead
+	 * of ours must not make the state look fresher than current. */
+	int64_t since = mirror_now_ns() - m->fresh_ns;
+	return since > 0 ? since / 1000000 : 0;
+}
+
+uint64_t mirror_primary_version(const struct mirror *m)
+{
+	/* Before any word from the upstream (a replica loaded from its
+	 * journal), the primary is at least where we are. */
+	return m->upstream_version > m->version ? m->upstream_version : m->version;
+}
+
 static int healthz(void *arg, struct evbuffer *body, const char **ret_content_type)
 {
 	struct mirror *m = arg;

@@ -335,9 +335,28 @@ static bool handle_frame(struct upstream *u, const struct frame *f)
 			drop(u, err);
 			return false;
 		}
+		/* Passed on to our own clients as is: only its shape is
+		 * checked here, so a scheme this mirror does not know yet
+		 * does not stop replication. Older upstreams send none. */
+		const char *org = "";
+		size_t olen = 0;
+		if (msg_get_bytes(f->body, "origin", false, 0, ORIGIN_MAX, &org, &olen, err,
+		                  sizeof(err)) < 0) {
+			char why[300];
+			snprintf(why, sizeof(why), "HELLO_OK: %s", err);
+			drop(u, why);
+			return false;
+		}
+		for (size_t i = 0; i < olen; i++)
+			if ((unsigned char)org[i] < 0x20 || org[i] == 0x7f) {
+				drop(u, "HELLO_OK: field 'origin' holds a control byte");
+				return false;
+			}
 		char cluster[CLUSTER_ID_MAX + 1];
 		snprintf(cluster, sizeof(cluster), "%.*s", (int)clen, cid);
-		u->ops->hello_ok(u->arg, cluster);
+		char origin[ORIGIN_MAX + 1];
+		snprintf(origin, sizeof(origin), "%.*s", (int)olen, org);
+		u->ops->hello_ok(u->arg, cluster, origin);
 		u->hello_done = true;
 		send_subscribe(u);
 		return true;

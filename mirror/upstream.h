@@ -32,9 +32,10 @@ enum upstream_verdict {
 };
 
 struct upstream_ops {
-	/* The upstream's cluster id, at each connection. REBOOTSTRAP when the
-	 * owner had another one and reset itself. */
-	enum upstream_verdict (*hello_ok)(void *arg, const char *cluster_id);
+	/* The upstream's cluster id and the origin URL it announces ("" when
+	 * it announces none), at each connection. REBOOTSTRAP when the owner
+	 * had another cluster id and reset itself. */
+	enum upstream_verdict (*hello_ok)(void *arg, const char *cluster_id, const char *origin);
 	/* Where to subscribe from: the applied version and its digest. */
 	uint64_t (*position)(void *arg, uint8_t digest[DIGEST_LEN]);
 	/* The subscription was accepted: the upstream is at version; a

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "mpconfig.h"
 #include "primary.h"
+#include "proto.h"
 
 int primary_run(struct primary_config *cfg, const char *config_path);
 int primary_load_config(const char *path, struct primary_config *cfg, char **ret_err);
@@ -27,6 +28,10 @@ const struct config_option primary_config_table[] = {
      "Directory of the embedded SQLite store", NULL},
     {"store", CONFIG_STRING, OPT(store), 0, 0, NULL,
      "sqlite:PATH or postgres://... (default: sqlite:DATA_DIR/meta.db)", NULL},
+    {"origin", CONFIG_STRING, OPT(origin), 0, 0, NULL,
+     "URL of the origin bucket file data is put to: s3://BUCKET[/PREFIX] or file:///DIR; "
+     "announced to clients (never endpoints or credentials). Default: file://DATA_DIR/objects",
+     NULL},
     {"listen", CONFIG_HOSTPORT, OPT(listen), 0, 0, "127.0.0.1:7100",
      "Address for clients and mirrors", NULL},
     {"admin", CONFIG_HOSTPORT, OPT(admin), 0, 0, "127.0.0.1:7180",
@@ -82,6 +87,13 @@ static int check_config(void *arg, char **ret_err)
 		                cfg->store) < 0
 		           ? -ENOMEM
 		           : -EINVAL;
+	if (cfg->origin != NULL && cfg->origin[0] != '\0') {
+		char why[128];
+		if (proto_origin_check(cfg->origin, why, sizeof(why)) < 0)
+			return asprintf(ret_err, "origin '%.200s': %s", cfg->origin, why) < 0
+			           ? -ENOMEM
+			           : -EINVAL;
+	}
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "paths.h"
 #include "netaddr.h"
 #include "primary.h"
+#include "proto.h"
 #include "tls.h"
 
 #define HOUSEKEEPING_MS         1000
@@ -189,6 +190,7 @@ static void reload(struct primary *p)
 	    {"cluster_id", offsetof(struct primary_config, cluster_id)},
 	    {"data_dir", offsetof(struct primary_config, data_dir)},
 	    {"store", offsetof(struct primary_config, store)},
+	    {"origin", offsetof(struct primary_config, origin)},
 	    {"listen", offsetof(struct primary_config, listen)},
 	    {"admin", offsetof(struct primary_config, admin)},
 	    {"secret_file", offsetof(struct primary_config, secret_file)},
@@ -339,6 +341,35 @@ static char *store_url(const struct primary_config *cfg)
 	return url;
 }
 
+/* The origin announced to clients. By default file data goes next to the
+ * store, under an absolute path so that it means the same to every client
+ * on this machine whatever its working directory. */
+static char *origin_url(const struct primary_config *cfg)
+{
+	if (cfg->origin != NULL && cfg->origin[0] != '\0') {
+		char *url = strdup(cfg->origin);
+		if (url == NULL)
+			fatal("out of memory");
+		return url;
+	}
+	char *dir = NULL, *url = NULL, why[128];
+	if (asprintf(&dir, "%s/objects", cfg->data_dir) < 0)
+		fatal("out of memory");
+	int r = paths_mkdirs(dir);
+	if (r < 0)
+		fatal("cannot create the origin directory %s: %s", dir, strerror(-r));
+	free(dir);
+	char *real = realpath(cfg->data_dir, NULL);
+	if (real == NULL)
+		fatal("data_dir %s: %s", cfg->data_dir, strerror(errno));
+	if (asprintf(&url, "file://%s/objects", strcmp(real, "/") == 0 ? "" : real) < 0)
+		fatal("out of memory");
+	free(real);
+	if (proto_origin_check(url, why, sizeof(why)) < 0)
+		fatal("the default origin %.200s: %s (set origin)", url, why);
+	return url;
+}
+
 static struct store *open_store(const char *url, const char *want_cluster, struct store_meta *meta)
 {
 	struct store *st = NULL;
@@ -391,6 +422,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 		if (r < 0)
 			fatal("cannot create data directory %s: %s", cfg->data_dir, strerror(-r));
 	}
+	p->origin = origin_url(cfg);
 	char *url = store_url(cfg);
 	if (url == NULL)
 		fatal("out of memory");
@@ -485,6 +517,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	    .listen = cfg->listen,
 	    .role = "primary",
 	    .cluster_id = p->cluster_id,
+	    .origin = p->origin,
 	    .tls = p->tls,
 	    .secret = p->secret,
 	    .secret_len = p->secret_len,
@@ -523,6 +556,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	log_info("cluster %s: serving on %s (port %u), admin on %s (port %u), store %s%s",
 	         p->cluster_id, cfg->listen, server_port(p->server), cfg->admin,
 	         admin_port(p->admin), p->store_kind, p->tls ? ", TLS" : "");
+	log_info("origin announced to clients: %s", p->origin);
 	free(url);
 
 	event_base_dispatch(p->base);
@@ -551,6 +585,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 		SSL_CTX_free(p->tls);
 	if (p->secret)
 		token_free_secret(p->secret, p->secret_len);
+	free(p->origin);
 	*cfg = p->cfg; /* reloads may have replaced it; the caller frees */
 	event_base_free(p->base);
 	return exit_code;

@@ -35,6 +35,7 @@ struct primary_config {
 	char *cluster_id;
 	char *data_dir;
 	char *store;
+	char *origin;
 	char *listen;
 	char *admin;
 	char *secret_file;
@@ -96,6 +97,7 @@ struct primary {
 	struct primary_config cfg;
 	const char *config_path;
 	char cluster_id[STORE_CLUSTER_ID_MAX + 1];
+	char *origin; /* announced in HELLO_OK: cfg.origin or the default */
 	struct namespace *ns;
 	uint64_t next_ino;
 	uint64_t version;           /* durable */

@@ -266,7 +266,14 @@ int rpc_execute_write(struct primary *p, struct txn *t, struct conn *c, uint32_t
 void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
               const msgpack_object *body)
 {
-	struct read_view v = {p->ns, p->version, p->cluster_id};
+	/* The primary is current by definition. A read's max_staleness_ms is
+	 * for mirrors and ignored here, like any field a read does not use. */
+	struct read_view v = {.ns = p->ns,
+	                      .version = p->version,
+	                      .cluster_id = p->cluster_id,
+	                      .role = "primary",
+	                      .staleness_ms = 0,
+	                      .primary_version = p->version};
 	reads_answer(&v, c, type, id, body);
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Clients of mp-mirror: reads with min_version are parked until the replica
 gets there and answered then, or get ESTALE (with the applied version) after
-their deadline, and are never answered below min_version; writes get EROFS
+their deadline, and are never answered below min_version; VERSION says how
+stale the replica is, and reads bounded by max_staleness_ms get ESTALE at
+once from a mirror staler than that; writes get EROFS
 naming the upstream; tokens (site tokens upstream, client tokens limited to
 their subtree); malformed and oversized frames; SIGHUP reload; cascaded
 subscribers get the primary's change records unchanged."""
@@ -162,6 +164,128 @@ def test_never_below_min_version(tmp):
         assert node[mp.N_INO] == ino and node[mp.N_NAME] == name and node[mp.N_SIZE] == i, (
             i, node)
     assert m.metrics()["mp_mirror_stale_reads_total"] == 0
+    c.close()
+    pc.close()
+    m.stop()
+    p.stop()
+
+
+# ---------------------------------------------------------------- staleness
+
+FAST_BEAT = {"heartbeat_interval": "100ms"}
+READS = [(VERSION, {}), (LOOKUP, {"parent": mp.ROOT, "name": "d"}), (GETATTR, {"ino": mp.ROOT}),
+         (RESOLVE, {"path": "/d"}), (READDIR, {"path": "/"})]
+
+
+def with_bound(body, ms):
+    b = dict(body)
+    b["max_staleness_ms"] = ms
+    return b
+
+
+def test_version_fields(tmp):
+    p, m = pair(tmp, pconfig=FAST_BEAT)
+    pc = p.client()
+    pc.mkdir("/d")
+    v = m.wait_caught_up(p)["applied_version"]
+    pv = pc.read(VERSION, {})
+    assert pv["role"] == "primary" and pv["staleness_ms"] == 0, pv
+    assert pv["primary_version"] == pv["version"] == v, pv
+    assert "site" not in pv, pv
+    c = m.client()
+    samples = []
+    for _ in range(20):
+        r = c.read(VERSION, {})
+        assert r["role"] == "mirror" and r["site"] == m.site, r
+        assert r["cluster_id"] == pv["cluster_id"], r
+        assert r["version"] == v and r["primary_version"] == v, (r, v)
+        samples.append(r["staleness_ms"])
+        time.sleep(0.05)
+    # Heartbeats every 100 ms keep the replica's staleness well under a
+    # second; the clocks are the same machine's.
+    assert all(isinstance(s, int) and 0 <= s < 1000 for s in samples), samples
+    # primary_version follows the primary.
+    w = pc.create("/d/f")["version"]
+    m.wait_caught_up(p)
+    r = c.read(VERSION, {})
+    assert r["version"] == w and r["primary_version"] == w, (r, w)
+    # A replica loaded from its journal that has not heard from an
+    # upstream since: staleness unknown, so a bounded read goes to the
+    # primary; an unbounded one is answered from the replica.
+    c.close()
+    pc.close()
+    p.stop()
+    m.restart()
+    c = m.client()
+    r = c.read(VERSION, {})
+    assert r["staleness_ms"] == -1 and r["version"] == w and r["primary_version"] == w, r
+    c.error("ESTALE", RESOLVE, {"path": "/d/f", "max_staleness_ms": 86400000},
+            contains=[m.site, "unknown", "max_staleness_ms 86400000"])
+    assert c.resolve("/d/f")[mp.N_NAME] == "f"
+    c.close()
+    m.stop()
+    # A mirror still bootstrapping refuses a bounded read at once rather
+    # than park it.
+    n = mirror(tmp, p, name="mirror-new")
+    c = n.client()
+    t0 = time.monotonic()
+    c.error("ESTALE", RESOLVE, {"path": "/", "max_staleness_ms": 60000, "deadline_ms": 5000},
+            contains=["mirror-new", "bootstrapping", "max_staleness_ms 60000"])
+    assert time.monotonic() - t0 < 2, "the bounded read waited"
+    c.close()
+    n.stop()
+
+
+def test_max_staleness(tmp):
+    p, m = pair(tmp, pconfig=FAST_BEAT)
+    pc = p.client()
+    pc.mkdir("/d")
+    v = m.wait_caught_up(p)["applied_version"]
+    c = m.client()
+    # Heartbeats flow: bounded reads of every kind are answered.
+    for t, body in READS:
+        r = c.read(t, with_bound(body, 1000))
+        assert r["version"] == v, r
+    assert c.read(RESOLVE, {"path": "/d"}, min_version=v)["version"] == v
+    # Garbage bounds.
+    for bad in ["500", -1, 86400001, 2 ** 64 - 1, 1.5, [500]]:
+        c.error("EINVAL", RESOLVE, {"path": "/d", "max_staleness_ms": bad},
+                contains="max_staleness_ms")
+    c.read(RESOLVE, {"path": "/d", "max_staleness_ms": 86400000})
+    # The primary stops answering (and heartbeating): within a couple of
+    # seconds bounded reads are refused, at once and naming the site, its
+    # staleness and the bound; unbounded ones are still answered.
+    p.signal(mp.signal.SIGSTOP)
+    try:
+        def refused():
+            t, b = c.call(RESOLVE, {"path": "/d", "max_staleness_ms": 500})
+            return b if t == mp.ERROR else None
+
+        e = mp.wait_until(refused, timeout=10, what="ESTALE for max_staleness_ms 500")
+        assert e["code"] == "ESTALE" and e["version"] == v, e
+        msg = e["message"]
+        assert m.site in msg and "max_staleness_ms 500" in msg and "primary" in msg, msg
+        stale_ms = int(msg.split(" is ")[1].split(" ms stale")[0])
+        assert stale_ms > 500, msg
+        for t, body in READS:
+            t0 = time.monotonic()
+            c.error("ESTALE", t, with_bound(body, 500), contains=[m.site, "ms stale"])
+            assert time.monotonic() - t0 < 0.5
+        # min_version met, but too stale all the same.
+        c.error("ESTALE", RESOLVE, {"path": "/d", "min_version": v, "max_staleness_ms": 500})
+        r = c.read(VERSION, {})
+        assert r["staleness_ms"] > 500 and r["version"] == v, r
+        assert c.resolve("/d")[mp.N_NAME] == "d"
+        assert c.read(RESOLVE, {"path": "/d", "max_staleness_ms": 600000})["version"] == v
+    finally:
+        p.signal(mp.signal.SIGCONT)
+    # The primary is back: fresh again.
+    mp.wait_until(lambda: c.call(RESOLVE, {"path": "/d", "max_staleness_ms": 500})[0] == REPLY,
+                  timeout=20, what="bounded reads answered again")
+    pc.create("/d/back")
+    m.wait_caught_up(p)
+    assert c.read(RESOLVE, {"path": "/d/back", "max_staleness_ms": 1000})["node"][mp.N_NAME] \
+        == "back"
     c.close()
     pc.close()
     m.stop()

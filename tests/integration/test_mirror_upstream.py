@@ -590,6 +590,53 @@ def test_other_cluster_after_reconnect(tmp):
     fake.close()
 
 
+def test_origin_from_upstream(tmp):
+    """The mirror announces the origin its upstream's HELLO_OK carried, as
+    is (a scheme it does not know included), "" when there was none; an
+    origin that is not a string, is too long or holds a control byte costs
+    the connection and leaves the announced one alone."""
+    h = History("fake-origin", 5)
+    fake = FakeUpstream()
+    m = mirror(tmp, fake)
+
+    def announced():
+        c = mp.Client(m.port, role="mirror")
+        try:
+            b = c.hello()
+            assert b["site"] == "mirror", b
+            return b["origin"]
+        finally:
+            c.close()
+
+    def hello_ok(conn, origin):
+        t, id_, body = conn.expect(HELLO)
+        conn.send(HELLO_OK, id_, {"cluster_id": h.cluster, "version": h.head, "proto": 1,
+                                  "role": "primary", "origin": origin})
+
+    c = fake.accept()
+    serve_well(c, h)  # a HELLO_OK without origin
+    at(m, h, 5)
+    assert announced() == ""
+    c.close()
+    for origin in ["gs://future-scheme/x", "s3://my-bucket/pre"]:
+        c = fake.accept()
+        hello_ok(c, origin)
+        t, id_, body = c.expect(SUBSCRIBE)
+        c.send(REPLY, id_, {"version": h.head, "from": body["from"], "snapshot": False})
+        mp.wait_until(lambda: announced() == origin, timeout=10, what="origin %r" % origin)
+        c.close()
+    for bad in [5, "s3://my-bucket/\x01", "s3://" + "a" * 5000, ["s3://abc"]]:
+        c = fake.accept()
+        off = m.log_size()
+        hello_ok(c, bad)
+        c.wait_closed(10, what="the mirror dropping an upstream with origin %r" % bad)
+        m.wait_log("origin", since=off)
+        assert announced() == "s3://my-bucket/pre"
+    check_alive(m, 6)
+    m.stop()
+    fake.close()
+
+
 def test_cascade_when_upstream_mirror_rebootstraps(tmp):
     """Mirror A follows the fake, mirror B follows A. The fake sends A a
     bad record: A throws its replica away and rebuilds it. B's replica was
