@@ -209,9 +209,10 @@ int objstore_put(struct objstore *st, const char *key, const void *data, size_t 
 		return rc;
 	if (data == NULL && len > 0)
 		return objstore_fail(err, -EINVAL, 0, "InvalidArgument", "no data");
+	st->reported = 0;
 	int r = st->ops->put(st, key, data ? data : "", len, ret_etag, err);
-	if (r == 0)
-		objstore_report(st, len);
+	if (r == 0 && st->reported < len)
+		objstore_report(st, len - st->reported);
 	return r;
 }
 

@@ -157,7 +157,8 @@ static int make_parents(int dirfd, const char *relpath)
 	return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len)
+/* Writes everything, reporting progress chunk by chunk. */
+static int write_all(struct objstore *st, int fd, const char *data, size_t len)
 {
 	while (len > 0) {
 		ssize_t n = write(fd, data, len > IO_CHUNK ? IO_CHUNK : len);
@@ -168,6 +169,7 @@ static int write_all(int fd, const char *data, size_t len)
 		}
 		data += n;
 		len -= (size_t)n;
+		objstore_report(st, (uint64_t)n);
 	}
 	return 0;
 }
@@ -203,7 +205,7 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 	}
 	if (fd < 0)
 		return errno_fail(st, key, "create temporary file", errno, err);
-	rc = write_all(fd, data, len);
+	rc = write_all(st, fd, data, len);
 	if (rc == 0) {
 		/* Best effort: without it the ETag is recomputed on read. */
 		(void)fsetxattr(fd, ETAG_XATTR, etag, strlen(etag), 0);
