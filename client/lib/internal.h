@@ -66,6 +66,9 @@ void site_config_release(struct mp_config *cfg);
 /* The bucket's index, or -1. */
 int site_config_bucket(const struct mp_config *cfg, const char *alias);
 int site_config_check_alias(const char *alias, size_t len);
+/* mp_config_load from memory; name stands for the file in messages. */
+int site_config_load_buffer(struct mp_config *cfg, const char *name, const char *buf, size_t len,
+                            mp_error *err);
 
 /* ---- channel.c: one blocking connection to one server ---- */
 struct channel {

@@ -279,11 +279,12 @@ static int scan_aliases(struct mp_config *cfg, const char *name, const char *buf
 				alen = dot ? (size_t)(dot - k) : klen;
 			}
 			if (alias != NULL && site_config_check_alias(alias, alen) < 0)
-				rc = mperr(err, -EINVAL,
-				           "%s:%zu:%zu: bucket alias '%.*s': use 1..%d letters, digits, "
-				           "'-' or '_'",
-				           name, ev.start_mark.line + 1, ev.start_mark.column + 1,
-				           (int)(alen > 80 ? 80 : alen), alias, ALIAS_MAX);
+				rc = mperr(
+				    err, -EINVAL,
+				    "%s:%zu:%zu: bucket alias '%.*s': use 1..%d letters, digits, "
+				    "'-' or '_'",
+				    name, ev.start_mark.line + 1, ev.start_mark.column + 1,
+				    (int)(alen > 80 ? 80 : alen), alias, ALIAS_MAX);
 			else if (alias != NULL)
 				rc = add_bucket(cfg, alias, alen, err);
 			break;
@@ -313,15 +314,22 @@ MP_EXPORT int mp_config_load(mp_config *cfg, const char *path, mp_error *err)
 		free(why);
 		return r;
 	}
-	r = scan_aliases(cfg, path, buf, len, err);
+	r = site_config_load_buffer(cfg, path, buf, len, err);
+	free(buf);
+	return r;
+}
+
+int site_config_load_buffer(struct mp_config *cfg, const char *name, const char *buf, size_t len,
+                            mp_error *err)
+{
+	int r = scan_aliases(cfg, name, buf, len, err);
 	if (r == 0) {
 		char *msg = NULL;
-		r = config_load_buffer(cfg->table, cfg, path, buf, len, &msg);
+		r = config_load_buffer(cfg->table, cfg, name, buf, len, &msg);
 		if (r < 0)
 			mperr(err, r, "%s", msg ? msg : "out of memory");
 		free(msg);
 	}
-	free(buf);
 	return r;
 }
 
