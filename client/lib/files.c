@@ -160,14 +160,8 @@ int files_get_node(struct mp_client *c, const mp_node *n, const char *remote, co
 			r = mperr(err, -EIO, "%s: the layout holds %llu bytes, the file %llu",
 			          remote, (unsigned long long)sum, (unsigned long long)n->size);
 	}
-	if (r == 0) {
+	if (r == 0)
 		r = transfer_get_fd(c, n, fd, parallel, pr, err);
-		if (r < 0) {
-			char m[MP_ERROR_MAX];
-			snprintf(m, sizeof(m), "%s", err ? err->message : "");
-			mperr(err, r, "get %s: %s", remote, m);
-		}
-	}
 	if (r == 0) {
 		struct timespec ts[2] = {{0, UTIME_OMIT},
 		                         {n->mtime_ns / 1000000000, n->mtime_ns % 1000000000}};

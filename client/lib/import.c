@@ -48,6 +48,8 @@ static int known_cmp(const void *a, const void *b)
 
 static struct known *known_find(struct import *im, const char *rel)
 {
+	if (im->nk == 0)
+		return NULL;
 	struct known key = {.rel = (char *)rel};
 	return bsearch(&key, im->k, im->nk, sizeof(*im->k), known_cmp);
 }
@@ -254,7 +256,8 @@ static int listed(void *arg, const struct objstore_entry *e)
 	               .key = (char *)e->key,
 	               .etag = (char *)e->etag,
 	               .length = e->size};
-	nodes_pack_layout(&im->batch.pk, &x, e->size > 0 ? 1 : 0);
+	/* One extent even for an empty object: it marks the file as imported. */
+	nodes_pack_layout(&im->batch.pk, &x, 1);
 	progress_add(im->pr, e->size, 1, NULL);
 	return op_end(im);
 }
@@ -320,11 +323,18 @@ MP_EXPORT int mp_import(mp_client *c, const char *source, const char *dest_dir,
 	struct objstore *st = NULL;
 	/* Open the bucket first: an unknown alias fails before anything changes. */
 	r = buckets_acquire(c, alias, false, &b, &st, err);
-	if (r == 0)
-		r = mp_mkdir(c, dest, 0755, true, call, err);
-	if (r == 0)
+	if (r == 0) {
 		r = walk_dest(&im, "");
-	if (r == 0)
+		if (r == -ENOENT && im.nk == 0)
+			r = 0; /* a new destination */
+	}
+	/* The destination is made by the first batch, so that an import whose
+	 * listing fails leaves nothing behind. */
+	if (r == 0 && (r = op_begin(&im, MT_MKDIR, 2, "")) == 0) {
+		msg_pack_key(&im.batch.pk, "parents");
+		msgpack_pack_true(&im.batch.pk);
+	}
+	if (r == 0 && im.nk > 1)
 		qsort(im.k, im.nk, sizeof(*im.k), known_cmp);
 	char *token = NULL;
 	do {

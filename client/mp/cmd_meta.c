@@ -111,7 +111,7 @@ static int ls_one(struct ls_state *st, const char *path, bool header, bool *firs
 		else
 			ls_print_text(st, &node, path);
 	} else {
-		if (header) {
+		if (header && st->w == NULL) {
 			if (!*first_block)
 				putchar('\n');
 			output_name(stdout, path, st->tty);

@@ -587,6 +587,20 @@ def storecheck_binary():
                                                            "storecheck")
 
 
+def tool_binary(env_name, program):
+    """A test tool of tests/tools: $env_name (set by meson), else the one in
+    the default build directory."""
+    return os.environ.get(env_name) or os.path.join(REPO, "build", "tests", "tools", program)
+
+
+def session_check_binary():
+    return tool_binary("MP_SESSION_CHECK", "mp-session-check")
+
+
+def fallback_reader_binary():
+    return tool_binary("MP_FALLBACK_READER", "mp-fallback-reader")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -1161,6 +1175,49 @@ def layout_bytes(lay):
     return msgpack.packb(lay, use_bin_type=True)
 
 
+class Stutter:
+    """Makes a daemon stutter from a background thread: SIGSTOP for a
+    random pause in `pause` (seconds), SIGCONT, then run for about `period`
+    seconds, until stop(), which always leaves the daemon running. pauses:
+    how many stops were made."""
+
+    def __init__(self, daemon, period=0.2, pause=(0.03, 0.08), seed=1):
+        import random
+        self.daemon = daemon
+        self.period, self.pause = period, pause
+        self.rng = random.Random(seed)
+        self.halt = threading.Event()
+        self.pauses = 0
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        pid = self.daemon.pid
+        try:
+            while not self.halt.wait(self.period * self.rng.uniform(0.75, 1.25)):
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    time.sleep(self.rng.uniform(*self.pause))
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                self.pauses += 1
+        except OSError as e:  # the daemon went away
+            self.error = e
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.halt.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the stutter thread hangs"
+        if self.daemon.running():
+            os.kill(self.daemon.pid, signal.SIGCONT)
+        assert self.error is None, "stutter: %r" % self.error
+        return self.pauses
+
+
 class Storm:
     """n writer threads, each on its own connection to port, looping over
     create /PREFIX/wK/fI, mkdir dI, rename fI -> dI/f, create dI/g, unlink
@@ -1231,6 +1288,89 @@ class Storm:
         self.start()
         time.sleep(seconds)
         return self.stop()
+
+
+# ---------------------------------------------------------------- mp CLI
+
+def cli_binary():
+    return os.environ.get("MP_CLI") or os.path.join(REPO, "build", "client", "mp")
+
+
+class CliResult:
+    """What one run of mp did: rc, out (bytes), err (str)."""
+
+    def __init__(self, argv, rc, out, err):
+        self.argv, self.rc, self.out, self.err = argv, rc, out, err
+
+    @property
+    def text(self):
+        return self.out.decode("utf-8", "surrogateescape")
+
+    def json(self):
+        try:
+            return json.loads(self.out)
+        except ValueError as e:
+            raise AssertionError("mp %s printed no JSON document (%s): %r" % (
+                " ".join(self.argv[1:]), e, self.out[:2000]))
+
+    def __repr__(self):
+        return "mp exited %r; stderr %r; stdout %r" % (self.rc, self.err[-2000:],
+                                                      self.out[:500])
+
+
+class Cli:
+    """Runs the mp CLI (MP_CLI) as a subprocess with explicit servers:
+    --primary and --mirror from the daemons given (a Daemon or "HOST:PORT";
+    None leaves it out), -o session_file=TMPDIR/session unless the run names
+    another, and `options` (NAME=VALUE strings) as -o flags. AWS_* variables
+    of the environment are dropped so that only the flags configure buckets.
+    Every run's stderr is checked for sanitizer reports."""
+
+    def __init__(self, tmpdir, primary=None, mirror=None, options=(), session=None):
+        self.tmpdir = tmpdir
+        self.primary, self.mirror = primary, mirror
+        self.options = list(options)
+        self.session = session or os.path.join(tmpdir, "session")
+
+    def argv(self, args, options=(), session=None, servers=True):
+        a = [cli_binary()]
+        if servers and self.primary is not None:
+            a += ["--primary", upstream_address(self.primary)]
+        if servers and self.mirror is not None:
+            a += ["--mirror", upstream_address(self.mirror)]
+        a += ["-o", "session_file=" + (session or self.session)]
+        for o in list(self.options) + list(options):
+            a += ["-o", o]
+        return a + [str(x) for x in args]
+
+    def run(self, *args, expect=0, input=None, options=(), session=None, servers=True,
+            env=None, timeout=300, raw=False):
+        """Runs mp with args (raw: exactly args after the binary, nothing
+        added). expect: the exit code wanted (None: any). input: bytes for
+        stdin. Returns a CliResult."""
+        argv = [cli_binary()] + [str(x) for x in args] if raw else \
+            self.argv(args, options, session, servers)
+        e = dict(os.environ)
+        for k in list(e):
+            if k.startswith("AWS_") or k == "MP_CONFIG":
+                del e[k]
+        e.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        if env:
+            e.update(env)
+        p = subprocess.run(argv, input=input if input is not None else b"",
+                           capture_output=True, timeout=timeout, env=e, cwd=self.tmpdir)
+        r = CliResult(argv, p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
+            assert marker not in r.err, "sanitizer report from mp %s:\n%s" % (
+                " ".join(argv[1:]), r.err[-6000:])
+        if expect is not None:
+            assert r.rc == expect, "mp %s: expected exit %d, %r" % (
+                " ".join(argv[1:])[:600], expect, r)
+        return r
+
+    def json(self, *args, **kw):
+        """mp --json ARGS: the parsed document."""
+        return self.run("--json", *args, **kw).json()
 
 
 # ---------------------------------------------------------------- runner

@@ -136,7 +136,9 @@ MP_EXPORT uint64_t mp_client_session_version(mp_client *c);
 MP_EXPORT int mp_client_save_session(mp_client *c, mp_error *err);
 
 /* Per-call settings and what the call did. Pass NULL for the handle's
- * defaults. The in-fields are read, the out-fields written on success. */
+ * defaults. The in-fields are read; the out-fields are written whenever a
+ * server answered (also with an error such as ENOENT), and fallbacks is
+ * added to: zero the struct before each call. */
 typedef struct mp_call {
 	/* in */
 	enum mp_consistency consistency; /* MP_CONSISTENCY_DEFAULT: the handle's */
