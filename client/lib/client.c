@@ -127,6 +127,36 @@ static void note_server(mp_call *call, const struct server_entry *s)
 		         s->is_primary ? "primary" : "mirror", s->address);
 }
 
+/* An answer that sends the client on to the next server: a draining one. */
+static bool passed_on(struct reply *ret, const struct server_entry *s, mp_error *last)
+{
+	if (!ret->is_error || ret->error_code != -ESHUTDOWN)
+		return false;
+	client_answer_error(ret, s->address, last);
+	reply_release(ret);
+	return true;
+}
+
+static void answered(struct mp_client *c, mp_call *call, const struct server_entry *s,
+                     const struct reply *ret, bool bump_session, unsigned fallbacks)
+{
+	if (bump_session)
+		client_session_bump(c, ret->version);
+	note_server(call, s);
+	if (call != NULL) {
+		call->version = ret->version;
+		call->fallbacks += fallbacks;
+	}
+}
+
+static int unanswered(mp_call *call, unsigned fallbacks, const mp_error *last, const char *what,
+                      mp_error *err)
+{
+	if (call != NULL)
+		call->fallbacks += fallbacks;
+	return mperr(err, last->code ? last->code : -EHOSTUNREACH, "%s: %s", what, last->message);
+}
+
 enum attempt { ATTEMPT_ANSWERED, ATTEMPT_FAILED, ATTEMPT_UNKNOWN };
 
 /* One request at one server, with one retry on a fresh connection when a
@@ -252,35 +282,21 @@ int client_read(struct mp_client *c, const struct request_body *b, mp_call *call
 				fallbacks++;
 				continue;
 			}
-			if (ret->is_error &&
-			    (ret->error_code == -ESTALE || ret->error_code == -EAGAIN) && mirror) {
+			bool cannot_serve =
+			    ret->is_error && mirror &&
+			    (ret->error_code == -ESTALE || ret->error_code == -EAGAIN);
+			if (cannot_serve)
 				servers_mark_down(c, s, rf.min_version, rf.max_staleness_ms, "%.*s",
 				                  (int)ret->error_msg_len, ret->error_msg);
-				client_answer_error(ret, s->address, &last);
-				reply_release(ret);
+			if (cannot_serve || passed_on(ret, s, &last)) {
 				fallbacks++;
 				continue;
 			}
-			if (ret->is_error && ret->error_code == -ESHUTDOWN) {
-				client_answer_error(ret, s->address, &last);
-				reply_release(ret);
-				fallbacks++;
-				continue;
-			}
-			if (level != MP_EVENTUAL)
-				client_session_bump(c, ret->version);
-			note_server(call, s);
-			if (call != NULL) {
-				call->version = ret->version;
-				call->fallbacks += fallbacks;
-			}
+			answered(c, call, s, ret, level != MP_EVENTUAL, fallbacks);
 			return 0;
 		}
 	}
-	if (call != NULL)
-		call->fallbacks += fallbacks;
-	return mperr(err, last.code ? last.code : -EHOSTUNREACH, "no server answered: %s",
-	             last.message);
+	return unanswered(call, fallbacks, &last, "no server answered", err);
 }
 
 int client_primary(struct mp_client *c, const struct request_body *b, mp_call *call,
@@ -307,25 +323,15 @@ int client_primary(struct mp_client *c, const struct request_body *b, mp_call *c
 				fallbacks++;
 				continue;
 			}
-			if (ret->is_error && ret->error_code == -ESHUTDOWN) {
-				client_answer_error(ret, s->address, &last);
-				reply_release(ret);
+			if (passed_on(ret, s, &last)) {
 				fallbacks++;
 				continue;
 			}
-			client_session_bump(c, ret->version);
-			note_server(call, s);
-			if (call != NULL) {
-				call->version = ret->version;
-				call->fallbacks += fallbacks;
-			}
+			answered(c, call, s, ret, true, fallbacks);
 			return 0;
 		}
 	}
-	if (call != NULL)
-		call->fallbacks += fallbacks;
-	return mperr(err, last.code ? last.code : -EHOSTUNREACH, "no primary answered: %s",
-	             last.message);
+	return unanswered(call, fallbacks, &last, "no primary answered", err);
 }
 
 int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err)
