@@ -96,7 +96,7 @@ static int open_store(struct mp_client *c, struct bucket *b, struct objstore **r
 	    .path_style = bc ? bc->path_style : true,
 	    .connect_timeout_ms = (unsigned)c->cfg.connect_timeout_ms,
 	    .part_size = (size_t)c->cfg.part_size,
-	    .parallel_parts = (int)(c->cfg.parallel < 16 ? c->cfg.parallel : 16),
+	    .parallel_parts = (int)(c->cfg.parallel < 64 ? c->cfg.parallel : 64),
 	};
 	if ((opt.access_key == NULL) != (opt.secret_key == NULL))
 		opt.access_key = opt.secret_key = NULL;

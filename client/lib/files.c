@@ -72,7 +72,8 @@ int files_put_fd(struct mp_client *c, int fd, const char *local, const char *rem
 		data = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (data == MAP_FAILED)
 			return mperr(err, -errno, "%s: mmap: %s", local, strerror(errno));
-		madvise(data, len, MADV_SEQUENTIAL | MADV_WILLNEED);
+		madvise(data, len, MADV_SEQUENTIAL); /* advice values, not flags */
+		madvise(data, len, MADV_WILLNEED);
 	}
 	int64_t mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
 	int r = transfer_put_data(c, data, len, remote, sb.st_mode & 07777, mtime, pr, call, err);

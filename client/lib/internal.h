@@ -54,6 +54,8 @@ struct mp_config {
 	char *origin;
 	uint64_t parallel;
 	uint64_t part_size;
+	uint64_t object_size;
+	uint64_t multipart_threshold;
 	size_t nbuckets;
 	char *bucket_alias[BUCKETS_MAX];
 	struct bucket_config buckets[BUCKETS_MAX];

@@ -41,6 +41,10 @@ static const struct config_option base_options[] = {
     {"parallel", CONFIG_UINT, OPT(parallel), 1, 256, "16", "transfers in flight", NULL},
     {"part_size", CONFIG_SIZE, OPT(part_size), 5 << 20, 1ull << 32, "8MiB",
      "ranged GET and multipart part size", NULL},
+    {"object_size", CONFIG_SIZE, OPT(object_size), 1 << 20, 5ull << 40, "64MiB",
+     "a put splits a file into objects of at most this size, uploaded in parallel", NULL},
+    {"multipart_threshold", CONFIG_SIZE, OPT(multipart_threshold), 5 << 20, 5ull << 30, "64MiB",
+     "objects larger than this go up as multipart uploads", NULL},
 };
 #define NBASE (sizeof(base_options) / sizeof(base_options[0]))
 

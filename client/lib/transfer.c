@@ -185,55 +185,117 @@ static void upload_progress(void *arg, uint64_t bytes)
 }
 
 static int commit_file(struct mp_client *c, const char *remote, size_t len, uint32_t mode,
-                       int64_t mtime_ns, const mp_extent *ext, mp_call *call, mp_error *err);
+                       int64_t mtime_ns, const mp_extent *ext, size_t next, mp_call *call,
+                       mp_error *err);
+
+/* One object of a file being put. */
+struct put_object {
+	mp_extent ext; /* bucket, key and etag point into the arrays below */
+	char key[64];
+	char etag[OBJSTORE_ETAG_MAX];
+	const char *data;
+	bool stored;
+};
+
+struct put_job {
+	struct mp_client *c;
+	struct put_object *objs;
+	struct progress *pr;
+	const char *remote;
+};
+
+/* Uploads one object: a single PUT up to multipart_threshold (its ETag
+ * checked against the data's MD5), multipart with parts in parallel above
+ * it (each part checked by the store against its signed SHA-256). */
+static int put_object(void *ctx, size_t i, mp_error *err)
+{
+	struct put_job *j = ctx;
+	struct put_object *o = &j->objs[i];
+	struct mp_client *c = j->c;
+	struct bucket *b;
+	struct objstore *st;
+	size_t len = (size_t)o->ext.length;
+	int r = new_key(o->key, err);
+	if (r == 0)
+		r = buckets_acquire(c, c->cfg.origin, false, &b, &st, err);
+	if (r < 0)
+		return r;
+	struct objstore_error oe = {0};
+	objstore_set_progress(st, upload_progress, j->pr);
+	bool single = len <= c->cfg.multipart_threshold;
+	if (single)
+		r = objstore_put(st, o->key, o->data, len, o->etag, &oe);
+	else
+		r = objstore_put_multipart(st, o->key, o->data, len, o->etag, &oe);
+	objstore_set_progress(st, NULL, NULL);
+	if (r < 0) {
+		buckets_release(b, st);
+		return mperr(err, r, "upload of %s: %s", j->remote, oe.message);
+	}
+	o->stored = true;
+	if (single && is_md5_etag(o->etag)) {
+		char md5[33];
+		md5_hex(o->data, len, md5);
+		if (strcmp(md5, o->etag) != 0)
+			r = mperr(err, -EIO,
+			          "upload of %s: the store's ETag %s is not the data's MD5 %s",
+			          j->remote, o->etag, md5);
+	}
+	buckets_release(b, st);
+	return r;
+}
+
+/* Deletes the objects of a put that will not be committed. */
+static void drop_objects(struct mp_client *c, struct put_object *objs, size_t n)
+{
+	struct bucket *b;
+	struct objstore *st;
+	mp_error e;
+	if (buckets_acquire(c, c->cfg.origin, false, &b, &st, &e) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (objs[i].stored)
+			objstore_delete(st, objs[i].key, NULL);
+	buckets_release(b, st);
+}
 
 int transfer_put_data(struct mp_client *c, const void *data, size_t len, const char *remote,
                       uint32_t mode, int64_t mtime_ns, struct progress *pr, mp_call *call,
                       mp_error *err)
 {
-	char key[64], etag[OBJSTORE_ETAG_MAX] = "";
-	mp_extent ext = {.bucket = c->cfg.origin, .key = key, .etag = etag, .length = len};
 	int r = nodes_check_path(remote, err);
 	if (r < 0)
 		return r;
-	if (len > 0) {
-		struct bucket *b;
-		struct objstore *st;
-		r = new_key(key, err);
-		if (r == 0)
-			r = buckets_acquire(c, c->cfg.origin, false, &b, &st, err);
-		if (r < 0)
-			return r;
-		struct objstore_error oe = {0};
-		objstore_set_progress(st, upload_progress, pr);
-		bool single = len <= c->cfg.part_size;
-		if (single)
-			r = objstore_put(st, key, data, len, etag, &oe);
-		else
-			r = objstore_put_multipart(st, key, data, len, etag, &oe);
-		objstore_set_progress(st, NULL, NULL);
-		if (r < 0) {
-			buckets_release(b, st);
-			return mperr(err, r, "upload of %s: %s", remote, oe.message);
-		}
-		/* Single PUTs come back with the body's MD5 as their ETag; the
-		 * parts of a multipart upload were each checked by the server
-		 * against the SHA-256 they were signed with. */
-		if (single && is_md5_etag(etag)) {
-			char md5[33];
-			md5_hex(data, len, md5);
-			if (strcmp(md5, etag) != 0) {
-				objstore_delete(st, key, NULL);
-				buckets_release(b, st);
-				return mperr(
-				    err, -EIO,
-				    "upload of %s: the store's ETag %s is not the data's MD5 %s",
-				    remote, etag, md5);
-			}
-		}
-		buckets_release(b, st);
+	/* A large file becomes several objects of object_size, uploaded in
+	 * parallel: no server-side assembly, and each can be fetched (and
+	 * cached) on its own. */
+	uint64_t osize = c->cfg.object_size;
+	size_t n = len == 0 ? 0 : (size_t)((len + osize - 1) / osize);
+	if (n > NODE_EXTENTS_MAX)
+		return mperr(err, -EFBIG, "%s: %zu objects of %llu bytes; raise object_size",
+		             remote, n, (unsigned long long)osize);
+	struct put_object *objs = calloc(n ? n : 1, sizeof(*objs));
+	mp_extent *exts = calloc(n ? n : 1, sizeof(*exts));
+	if (objs == NULL || exts == NULL) {
+		free(objs);
+		free(exts);
+		return mperr(err, -ENOMEM, "out of memory");
 	}
-	r = commit_file(c, remote, len, mode, mtime_ns, &ext, call, err);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = (uint64_t)i * osize;
+		objs[i].data = (const char *)data + off;
+		objs[i].ext.length = len - off < osize ? len - off : osize;
+	}
+	struct put_job j = {c, objs, pr, remote};
+	if (n > 0)
+		r = transfer_run(n, transfer_parallel(c, NULL), put_object, &j, err);
+	for (size_t i = 0; i < n; i++)
+		exts[i] = (mp_extent){.bucket = c->cfg.origin,
+		                      .key = objs[i].key,
+		                      .etag = objs[i].etag,
+		                      .length = objs[i].ext.length};
+	if (r == 0)
+		r = commit_file(c, remote, len, mode, mtime_ns, exts, n, call, err);
 	if (r == -ENOENT) {
 		/* Like an object store: a put makes the directories it needs. */
 		char *parent = strdup(remote);
@@ -242,25 +304,20 @@ int transfer_put_data(struct mp_client *c, const void *data, size_t len, const c
 			*slash = '\0';
 			mp_error e;
 			if (mp_mkdir(c, parent, 0755, true, NULL, &e) == 0)
-				r = commit_file(c, remote, len, mode, mtime_ns, &ext, call, err);
+				r = commit_file(c, remote, len, mode, mtime_ns, exts, n, call, err);
 		}
 		free(parent);
 	}
-	if (r < 0 && len > 0) {
-		/* Nothing points at the new object: do not leave it behind. */
-		struct bucket *b;
-		struct objstore *st;
-		mp_error e;
-		if (buckets_acquire(c, c->cfg.origin, false, &b, &st, &e) == 0) {
-			objstore_delete(st, key, NULL);
-			buckets_release(b, st);
-		}
-	}
+	if (r < 0)
+		drop_objects(c, objs, n); /* nothing points at them */
+	free(objs);
+	free(exts);
 	return r;
 }
 
 static int commit_file(struct mp_client *c, const char *remote, size_t len, uint32_t mode,
-                       int64_t mtime_ns, const mp_extent *ext, mp_call *call, mp_error *err)
+                       int64_t mtime_ns, const mp_extent *ext, size_t next, mp_call *call,
+                       mp_error *err)
 {
 	struct request_body rb;
 	request_init(&rb, MT_CREATE);
@@ -270,7 +327,7 @@ static int commit_file(struct mp_client *c, const char *remote, size_t len, uint
 	if (mtime_ns > 0)
 		request_u64(&rb, "mtime", (uint64_t)mtime_ns);
 	request_key(&rb, "layout");
-	nodes_pack_layout(&rb.pk, ext, len > 0 ? 1 : 0);
+	nodes_pack_layout(&rb.pk, ext, next);
 	struct reply rep;
 	int r = client_primary(c, &rb, call, &rep, err);
 	request_destroy(&rb);

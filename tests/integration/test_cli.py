@@ -109,23 +109,30 @@ class FileBackend:
             return None
 
 
-def check_layout(node, size, backend):
-    """node (from mp --json stat) is a file of size bytes whose layout is
-    one new object of the origin bucket, which exists with that size.
-    Returns the object's key."""
+def check_layout(node, size, backend, object_size=64 * MiB):
+    """node (from mp --json stat) is a file of size bytes whose layout is new
+    objects of the origin bucket, object_size bytes each but the last, which
+    exist with those sizes. Returns the first object's key."""
     assert node["type"] == "file" and node["size"] == size, node
     ext = node["extents"]
     if size == 0:
         assert ext == [], "an empty file with a layout: %r" % ext
         return None
-    assert len(ext) == 1, "expected one extent: %r" % ext
-    e = ext[0]
-    assert e["bucket"] == "origin" and e["offset"] == 0 and e["length"] == size, e
-    assert e["key"].startswith("mp/") and len(e["key"]) > 10, e
-    assert e["etag"], e
-    got = backend.object_size(e["key"])
-    assert got == size, "object %s holds %r bytes, the file %d" % (e["key"], got, size)
-    return e["key"]
+    want = (size + object_size - 1) // object_size
+    assert len(ext) == want, "expected %d extent(s): %r" % (want, ext)
+    assert len(set(e["key"] for e in ext)) == len(ext), "an object used twice: %r" % ext
+    for i, e in enumerate(ext):
+        length = min(object_size, size - i * object_size)
+        assert e["bucket"] == "origin" and e["offset"] == 0 and e["length"] == length, e
+        assert e["key"].startswith("mp/") and len(e["key"]) > 10, e
+        assert e["etag"], e
+        got = backend.object_size(e["key"])
+        assert got == length, "object %s holds %r bytes, the extent %d" % (e["key"], got, length)
+    return ext[0]["key"]
+
+
+# Options that make a put one object sent as a multipart upload.
+MULTIPART = ["object_size=1GiB", "multipart_threshold=5MiB"]
 
 
 def roundtrip(tmp, cli, backend, path, size, seed, options=(), parts=None):
@@ -136,6 +143,9 @@ def roundtrip(tmp, cli, backend, path, size, seed, options=(), parts=None):
     want = write_random(src, size, seed)
     t0 = time.monotonic()
     watcher = backend.watch() if parts is not None else None
+    if parts is not None:
+        options = list(options) + MULTIPART
+    object_size = (1 << 30) if "object_size=1GiB" in options else 64 * MiB
     put_options = list(options)
     if watcher is not None:
         put_options.append("buckets.origin.endpoint=" + watcher.endpoint)
@@ -149,7 +159,7 @@ def roundtrip(tmp, cli, backend, path, size, seed, options=(), parts=None):
             watcher.close()
     assert isinstance(put.get("version"), int) and put["version"] > 0, put
     node = cli.json("stat", path, options=options)["nodes"][0]
-    check_layout(node, size, backend)
+    check_layout(node, size, backend, object_size)
     assert node["version"] >= put["version"], \
         "stat at version %d after a put at %d: not read-your-writes" % (node["version"],
                                                                         put["version"])

@@ -23,8 +23,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mp  # noqa: E402
-from test_cli import (MiB, BIG, check_layout, cluster, one_line, overwrite,  # noqa: E402
-                      roundtrip, roundtrips, tree_roundtrip)
+from test_cli import (MiB, BIG, MULTIPART, check_layout, cluster, one_line,  # noqa: E402
+                      overwrite, roundtrip, roundtrips, tree_roundtrip)
 
 import s3server  # noqa: E402 (tests/lib, put on the path by mp)
 
@@ -283,7 +283,7 @@ def test_roundtrip_s3_origin(tmp):
     # The big one through a proxy that sees the parts go in parallel.
     with S3Proxy(endpoint) as proxy:
         roundtrip(tmp, cli, backend, "/rt/big", BIG, seed=101,
-                  options=["buckets.origin.endpoint=" + proxy.endpoint])
+                  options=["buckets.origin.endpoint=" + proxy.endpoint] + MULTIPART)
         gets = proxy.object_requests("GET")
         assert proxy.part_puts() == BIG // (8 * MiB) + 1, \
             "%d parts: %r" % (proxy.part_puts(), list(proxy.object_requests("PUT")))
@@ -293,6 +293,15 @@ def test_roundtrip_s3_origin(tmp):
             "the ranges were fetched one at a time (%r)" % proxy.max_inflight
         # get, then cat: 14 ranges each.
         assert len(gets) == 14 and all(st == [206, 206] for st in gets.values()), gets
+    # By default a large file becomes objects of 64 MiB sent side by side as
+    # single PUTs (no multipart assembly at the store).
+    with S3Proxy(endpoint) as proxy:
+        roundtrip(tmp, cli, backend, "/rt/big-objects", BIG, seed=102,
+                  options=["buckets.origin.endpoint=" + proxy.endpoint])
+        assert proxy.part_puts() == 0, proxy.part_puts()
+        assert len(proxy.object_requests("PUT")) == 2, list(proxy.object_requests("PUT"))
+        assert proxy.max_inflight.get("PUT", 0) >= 2, \
+            "the objects were uploaded one at a time (%r)" % proxy.max_inflight
     overwrite(tmp, cli, backend)
     tree_roundtrip(tmp, cli, backend)
     p.stop()
@@ -392,7 +401,7 @@ def test_retries_on_503(tmp):
                      ["buckets.origin.endpoint=" + proxy.endpoint])
         roundtrip(tmp, cli, backend, "/r/single", 1 * MiB, seed=1)
         roundtrip(tmp, cli, backend, "/r/multi", 12 * MiB, seed=2,
-                  options=["part_size=5MiB"])
+                  options=["part_size=5MiB"] + MULTIPART)
         assert proxy.part_puts() == 3, proxy.part_puts()
         puts = proxy.object_requests("PUT")
         gets = proxy.object_requests("GET")

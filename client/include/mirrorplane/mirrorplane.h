@@ -77,6 +77,10 @@ typedef struct mp_error {
  *   origin           alias of the bucket put writes to (default "origin")
  *   parallel         transfers in flight: files and ranges (default 16)
  *   part_size        ranged GET and multipart part size (default 8MiB)
+ *   object_size      put splits a file into objects of at most this size,
+ *                    uploaded in parallel (default 64MiB)
+ *   multipart_threshold  objects above this go up as multipart uploads with
+ *                    parts in parallel (default 64MiB)
  *   buckets.ALIAS.url        s3://BUCKET[/PREFIX] or file:///DIR; for the origin
  *                            alias it defaults to what the primary announces
  *   buckets.ALIAS.endpoint   http(s)://HOST[:PORT] (default $AWS_ENDPOINT_URL, then AWS)
