@@ -285,9 +285,12 @@ int client_read(struct mp_client *c, const struct request_body *b, mp_call *call
 			bool cannot_serve =
 			    ret->is_error && mirror &&
 			    (ret->error_code == -ESTALE || ret->error_code == -EAGAIN);
-			if (cannot_serve)
+			if (cannot_serve) {
 				servers_mark_down(c, s, rf.min_version, rf.max_staleness_ms, "%.*s",
 				                  (int)ret->error_msg_len, ret->error_msg);
+				client_answer_error(ret, s->address, &last);
+				reply_release(ret);
+			}
 			if (cannot_serve || passed_on(ret, s, &last)) {
 				fallbacks++;
 				continue;
