@@ -35,6 +35,10 @@ MP_EXPORT int mp_client_open(const mp_config *cfg, mp_client **ret, mp_error *er
 		free(c);
 		return mperr(err, -ENOMEM, "out of memory");
 	}
+	if (c->cfg.session_file != NULL && strcmp(c->cfg.session_file, "-") == 0) {
+		free(c->cfg.session_file); /* "-": no session file */
+		c->cfg.session_file = NULL;
+	}
 	c->consistency = (enum mp_consistency)(MP_SESSION + c->cfg.consistency);
 	c->max_staleness_ms = c->cfg.max_staleness_ms;
 	pthread_mutex_init(&c->lock, NULL);
