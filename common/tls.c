@@ -232,7 +232,7 @@ struct bufferevent *tls_accept(struct event_base *base, evutil_socket_t fd, SSL_
 	return tls_bufferevent(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING);
 }
 
-struct bufferevent *tls_connect(struct event_base *base, SSL_CTX *ctx, const char *server_name)
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *server_name)
 {
 	SSL *ssl = SSL_new(ctx);
 	if (ssl == NULL)
@@ -244,11 +244,19 @@ struct bufferevent *tls_connect(struct event_base *base, SSL_CTX *ctx, const cha
 	const char *sni = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
 	if (sni != NULL && SSL_set_tlsext_host_name(ssl, sni) != 1)
 		goto fail;
-	return tls_bufferevent(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING);
+	return ssl;
 fail:
 	SSL_free(ssl);
 	ERR_clear_error();
 	return NULL;
+}
+
+struct bufferevent *tls_connect(struct event_base *base, SSL_CTX *ctx, const char *server_name)
+{
+	SSL *ssl = tls_client_ssl(ctx, server_name);
+	if (ssl == NULL)
+		return NULL;
+	return tls_bufferevent(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING);
 }
 
 /* A name fit to identify a peer: not empty, no NUL (which would let

@@ -59,6 +59,12 @@ struct bufferevent *tls_accept(struct event_base *base, evutil_socket_t fd, SSL_
  * certificate must match it. Returns NULL on failure. */
 struct bufferevent *tls_connect(struct event_base *base, SSL_CTX *ctx, const char *server_name);
 
+/* A client SSL for a blocking or poll-driven socket of the caller's (the
+ * client library): checks the server's certificate against server_name (or
+ * the context's) and sends it as SNI unless it is an IP address. The caller
+ * owns it (SSL_free). Returns NULL on failure. */
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *server_name);
+
 /* Copies into buf the common name, or failing that the first DNS
  * subjectAltName, of the peer's certificate, provided it was verified.
  * Returns 0, -ENOENT when there is no verified certificate or it has no

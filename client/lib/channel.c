@@ -6,7 +6,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,7 @@
 #include "internal.h"
 #include "netaddr.h"
 #include "proto.h"
+#include "tls.h"
 
 int64_t client_now_ns(void)
 {
@@ -122,11 +126,125 @@ static int connect_with_timeout(const char *address, uint64_t timeout_ms, int *r
 	return 0;
 }
 
+/* Waits until fd is ready for events or the deadline passes. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd pf = {.fd = fd, .events = events};
+	for (;;) {
+		int n = poll(&pf, 1, remaining_ms(deadline));
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* OpenSSL writes with write(2), which raises SIGPIPE on a closed socket; a
+ * library must not change the process's signal handling, so SIGPIPE is
+ * blocked on this thread around the write and a pending one consumed. */
+struct sigpipe_guard {
+	sigset_t old;
+	bool was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t set, pending;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	sigpending(&pending);
+	g->was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+	sigset_t set, pending;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	sigpending(&pending);
+	if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		sigtimedwait(&set, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* OpenSSL's reason for a failed TLS call, with the certificate check's. */
+static const char *tls_reason(struct channel *ch, char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+	long v = ch->ssl ? SSL_get_verify_result(ch->ssl) : X509_V_OK;
+	if (v != X509_V_OK)
+		snprintf(buf, len, "certificate verify failed (%s)",
+		         X509_verify_cert_error_string(v));
+	else if (e != 0)
+		snprintf(buf, len, "%s",
+		         ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "TLS error");
+	else
+		snprintf(buf, len, "the connection was closed");
+	ERR_clear_error();
+	return buf;
+}
+
+/* One TLS read or write step: >0 bytes, or 0 after waiting for the socket,
+ * or a negative errno. */
+static int tls_step(struct channel *ch, int n, int64_t deadline, const char *what, mp_error *err)
+{
+	if (n > 0)
+		return n;
+	int e = SSL_get_error(ch->ssl, n);
+	int r;
+	char why[200];
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		r = wait_fd(ch->fd, POLLIN, deadline);
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		r = wait_fd(ch->fd, POLLOUT, deadline);
+		break;
+	case SSL_ERROR_ZERO_RETURN:
+		return mperr(err, -ECONNRESET, "%s: the server closed the connection", ch->address);
+	case SSL_ERROR_SYSCALL:
+		if (errno != 0 && errno != EINTR) {
+			int se = errno;
+			ERR_clear_error();
+			return mperr(err, -se, "%s: %s: %s", ch->address, what, strerror(se));
+		}
+		if (errno == EINTR)
+			return 0;
+		return mperr(err, -ECONNRESET, "%s: the server closed the connection", ch->address);
+	default:
+		return mperr(err, -EPROTO, "%s: TLS %s: %s", ch->address, what,
+		             tls_reason(ch, why, sizeof(why)));
+	}
+	if (r == -ETIMEDOUT)
+		return mperr(err, r, "%s: no answer in time", ch->address);
+	if (r < 0)
+		return mperr(err, r, "%s: poll: %s", ch->address, strerror(-r));
+	return 0;
+}
+
 static int send_all(struct channel *ch, const void *data, size_t len, int64_t deadline,
                     mp_error *err)
 {
 	const uint8_t *p = data;
 	while (len > 0) {
+		if (ch->ssl != NULL) {
+			struct sigpipe_guard g;
+			sigpipe_block(&g);
+			errno = 0;
+			int n = SSL_write(ch->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
+			sigpipe_restore(&g);
+			int r = tls_step(ch, n, deadline, "send", err);
+			if (r < 0)
+				return r;
+			p += r;
+			len -= (size_t)r;
+			continue;
+		}
 		ssize_t n = send(ch->fd, p, len, MSG_NOSIGNAL);
 		if (n > 0) {
 			p += n;
@@ -136,9 +254,7 @@ static int send_all(struct channel *ch, const void *data, size_t len, int64_t de
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			struct pollfd pf = {.fd = ch->fd, .events = POLLOUT};
-			int w = poll(&pf, 1, remaining_ms(deadline));
-			if (w == 0)
+			if (wait_fd(ch->fd, POLLOUT, deadline) == -ETIMEDOUT)
 				return mperr(err, -ETIMEDOUT, "%s: send timed out", ch->address);
 			continue;
 		}
@@ -152,6 +268,16 @@ static int recv_all(struct channel *ch, void *data, size_t len, int64_t deadline
 {
 	uint8_t *p = data;
 	while (len > 0) {
+		if (ch->ssl != NULL) {
+			errno = 0;
+			int n = SSL_read(ch->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
+			int r = tls_step(ch, n, deadline, "recv", err);
+			if (r < 0)
+				return r;
+			p += r;
+			len -= (size_t)r;
+			continue;
+		}
 		ssize_t n = recv(ch->fd, p, len, 0);
 		if (n > 0) {
 			p += n;
@@ -167,16 +293,48 @@ static int recv_all(struct channel *ch, void *data, size_t len, int64_t deadline
 			int e = errno;
 			return mperr(err, -e, "%s: recv: %s", ch->address, strerror(e));
 		}
-		struct pollfd pf = {.fd = ch->fd, .events = POLLIN};
-		int w = poll(&pf, 1, remaining_ms(deadline));
-		if (w == 0)
+		int w = wait_fd(ch->fd, POLLIN, deadline);
+		if (w == -ETIMEDOUT)
 			return mperr(err, -ETIMEDOUT, "%s: no answer in time", ch->address);
-		if (w < 0 && errno != EINTR) {
-			int e = errno;
-			return mperr(err, -e, "%s: poll: %s", ch->address, strerror(e));
-		}
+		if (w < 0)
+			return mperr(err, w, "%s: poll: %s", ch->address, strerror(-w));
 	}
 	return 0;
+}
+
+/* The TLS handshake on a connected socket, under the deadline. */
+static int tls_handshake(struct channel *ch, const struct channel_tls *tls, int64_t deadline,
+                         mp_error *err)
+{
+	char host[NETADDR_HOST_MAX];
+	uint16_t port;
+	const char *name = tls->server_name;
+	if (name == NULL) {
+		if (netaddr_split(ch->address, host, sizeof(host), &port) < 0)
+			return mperr(err, -EINVAL, "%s: want HOST:PORT", ch->address);
+		name = host;
+	}
+	ch->ssl = tls_client_ssl(tls->ctx, name);
+	if (ch->ssl == NULL || SSL_set_fd(ch->ssl, ch->fd) != 1)
+		return mperr(err, -ENOMEM, "%s: TLS: cannot set up a connection", ch->address);
+	for (;;) {
+		struct sigpipe_guard g;
+		sigpipe_block(&g);
+		errno = 0;
+		int n = SSL_connect(ch->ssl);
+		sigpipe_restore(&g);
+		if (n == 1)
+			return 0;
+		int r = tls_step(ch, n, deadline, "handshake", err);
+		if (r < 0) {
+			if (r == -ECONNRESET)
+				mperr(err, r,
+				      "%s: TLS handshake: the server closed the connection (does "
+				      "it speak TLS?)",
+				      ch->address);
+			return r;
+		}
+	}
 }
 
 /* Reads frames until the one answering id. */
@@ -300,9 +458,9 @@ static void copy_field(const msgpack_object *body, const char *key, char *out, s
 	}
 }
 
-int channel_open(const char *address, bool expect_mirror, const char *token, const char *cluster_id,
-                 uint64_t connect_timeout_ms, uint64_t timeout_ms, struct channel **ret,
-                 mp_error *err)
+int channel_open(const char *address, const struct channel_tls *tls, const char *token,
+                 const char *cluster_id, uint64_t connect_timeout_ms, uint64_t timeout_ms,
+                 struct channel **ret, mp_error *err)
 {
 	int fd = -1;
 	int r = connect_with_timeout(address, connect_timeout_ms, &fd, err);
@@ -316,6 +474,16 @@ int channel_open(const char *address, bool expect_mirror, const char *token, con
 	ch->fd = fd;
 	ch->next_id = 1;
 	snprintf(ch->address, sizeof(ch->address), "%s", address);
+	if (tls != NULL && tls->ctx != NULL) {
+		r = tls_handshake(ch, tls,
+		                  client_now_ns() + (int64_t)connect_timeout_ms * 1000000 +
+		                      (int64_t)timeout_ms * 1000000,
+		                  err);
+		if (r < 0) {
+			channel_close(ch);
+			return r;
+		}
+	}
 
 	struct request_body b;
 	request_init(&b, MT_HELLO);
@@ -347,7 +515,6 @@ int channel_open(const char *address, bool expect_mirror, const char *token, con
 	ch->hello_version = rep.version;
 	ch->is_mirror = strcmp(role, "mirror") == 0;
 	reply_release(&rep);
-	(void)expect_mirror;
 	*ret = ch;
 	return 0;
 }
@@ -356,12 +523,15 @@ void channel_close(struct channel *ch)
 {
 	if (ch == NULL)
 		return;
+	SSL_free(ch->ssl); /* no close_notify: it could block on a dead peer */
 	close(ch->fd);
 	free(ch);
 }
 
 bool channel_alive(struct channel *ch)
 {
+	if (ch->ssl != NULL && SSL_pending(ch->ssl) > 0)
+		return false;
 	struct pollfd p = {.fd = ch->fd, .events = POLLIN | POLLRDHUP};
 	int n = poll(&p, 1, 0);
 	/* Nothing is ever due on an idle channel: anything readable is EOF,

@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "proto.h"
+#include "tls.h"
 
 int servers_add_configured(struct mp_client *c, mp_error *err);
 
@@ -19,6 +20,24 @@ static CURLcode curl_init_result;
 static void init_curl(void)
 {
 	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* The TLS context every connection of the handle uses. */
+static int open_tls(struct mp_client *c, mp_error *err)
+{
+	if ((c->cfg.tls_cert == NULL) != (c->cfg.tls_key == NULL))
+		return mperr(err, -EINVAL, "tls.cert and tls.key go together");
+	struct tls_config tc = {
+	    .cert_file = c->cfg.tls_cert, .key_file = c->cfg.tls_key, .ca_file = c->cfg.tls_ca};
+	char *why = NULL;
+	c->tls.ctx = tls_client_ctx(&tc, NULL, &why);
+	if (c->tls.ctx == NULL) {
+		int r = mperr(err, -EINVAL, "%s", why ? why : "tls: cannot set up");
+		free(why);
+		return r;
+	}
+	c->tls.server_name = c->cfg.tls_server_name;
+	return 0;
 }
 
 MP_EXPORT int mp_client_open(const mp_config *cfg, mp_client **ret, mp_error *err)
@@ -44,6 +63,8 @@ MP_EXPORT int mp_client_open(const mp_config *cfg, mp_client **ret, mp_error *er
 	pthread_mutex_init(&c->lock, NULL);
 	servers_init(c);
 	int r = servers_add_configured(c, err);
+	if (r == 0 && c->cfg.tls_enabled)
+		r = open_tls(c, err);
 	if (r == 0)
 		r = buckets_init(c, err);
 	if (r < 0) {
@@ -60,6 +81,7 @@ MP_EXPORT void mp_client_close(mp_client *c)
 		return;
 	session_save(c, NULL);
 	servers_destroy(c);
+	SSL_CTX_free(c->tls.ctx);
 	buckets_destroy(c);
 	pthread_mutex_destroy(&c->lock);
 	site_config_release(&c->cfg);

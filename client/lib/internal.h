@@ -4,6 +4,7 @@
 #define MP_CLIENT_INTERNAL_H
 
 #include <msgpack.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -56,6 +57,11 @@ struct mp_config {
 	uint64_t part_size;
 	uint64_t object_size;
 	uint64_t multipart_threshold;
+	bool tls_enabled;
+	char *tls_ca;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_server_name;
 	size_t nbuckets;
 	char *bucket_alias[BUCKETS_MAX];
 	struct bucket_config buckets[BUCKETS_MAX];
@@ -75,6 +81,7 @@ int site_config_load_buffer(struct mp_config *cfg, const char *name, const char 
 /* ---- channel.c: one blocking connection to one server ---- */
 struct channel {
 	int fd;
+	SSL *ssl; /* NULL: plain TCP */
 	uint64_t next_id;
 	int64_t last_used_ns;
 	char address[ADDRESS_MAX];
@@ -113,9 +120,13 @@ void request_u64(struct request_body *b, const char *key, uint64_t value);
 
 /* Connects and says HELLO (with the token and, once known, the cluster id).
  * Errors name the address. */
-int channel_open(const char *address, bool expect_mirror, const char *token, const char *cluster_id,
-                 uint64_t connect_timeout_ms, uint64_t timeout_ms, struct channel **ret,
-                 mp_error *err);
+struct channel_tls {
+	SSL_CTX *ctx;            /* NULL: plain TCP */
+	const char *server_name; /* NULL: the host part of each address */
+};
+int channel_open(const char *address, const struct channel_tls *tls, const char *token,
+                 const char *cluster_id, uint64_t connect_timeout_ms, uint64_t timeout_ms,
+                 struct channel **ret, mp_error *err);
 void channel_close(struct channel *ch);
 /* Whether an idle channel still looks usable (no EOF or error pending). */
 bool channel_alive(struct channel *ch);
@@ -178,6 +189,7 @@ struct mp_client {
 	char origin_url[ORIGIN_URL_MAX];
 	bool session_loaded;
 	struct servers servers;
+	struct channel_tls tls;
 	struct bucket buckets[BUCKETS_MAX + 1];
 	size_t nbuckets;
 };

@@ -276,8 +276,8 @@ static int ask_version(struct mp_client *c, struct server_entry *s, mp_server_st
 	int64_t t0 = client_now_ns();
 	struct channel *ch;
 	mp_error e;
-	int r = channel_open(s->address, !s->is_primary, c->cfg.token, NULL,
-	                     c->cfg.connect_timeout_ms, c->cfg.timeout_ms, &ch, &e);
+	int r = channel_open(s->address, &c->tls, c->cfg.token, NULL, c->cfg.connect_timeout_ms,
+	                     c->cfg.timeout_ms, &ch, &e);
 	if (r < 0) {
 		snprintf(st->error, sizeof(st->error), "%.250s", e.message);
 		return r;

@@ -99,8 +99,8 @@ static int open_channel(struct mp_client *c, struct server_entry *s, struct chan
 	snprintf(cluster, sizeof(cluster), "%s", c->cluster_id);
 	pthread_mutex_unlock(&c->lock);
 	struct channel *ch;
-	int r = channel_open(s->address, !s->is_primary, c->cfg.token, cluster,
-	                     c->cfg.connect_timeout_ms, c->cfg.timeout_ms, &ch, err);
+	int r = channel_open(s->address, &c->tls, c->cfg.token, cluster, c->cfg.connect_timeout_ms,
+	                     c->cfg.timeout_ms, &ch, err);
 	if (r < 0)
 		return r;
 	client_learn(c, ch);

@@ -81,6 +81,11 @@ typedef struct mp_error {
  *                    uploaded in parallel (default 64MiB)
  *   multipart_threshold  objects above this go up as multipart uploads with
  *                    parts in parallel (default 64MiB)
+ *   tls.enabled      speak TLS to primaries and mirrors (default false)
+ *   tls.ca           CA bundle their certificates must chain to (default: the system's)
+ *   tls.cert, tls.key  a client certificate, for servers that verify clients
+ *   tls.server_name  the name their certificates must carry (default: each
+ *                    address's host)
  *   buckets.ALIAS.url        s3://BUCKET[/PREFIX] or file:///DIR; for the origin
  *                            alias it defaults to what the primary announces
  *   buckets.ALIAS.endpoint   http(s)://HOST[:PORT] (default $AWS_ENDPOINT_URL, then AWS)
