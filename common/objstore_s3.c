@@ -225,6 +225,9 @@ static int s3_setup(struct objstore_s3 *s3, struct s3_req *r)
 	r->cb_rc = 0;
 	r->attempt_start = r->offset + r->delivered;
 
+	/* Bodies come to the data callback (and to the disk) in pieces this
+	 * large rather than 16 KiB: fewer calls and writes per object. */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
 	snprintf(line, sizeof(line), "x-amz-content-sha256: %s", r->sha);
 	r->hdrs = curl_slist_append(r->hdrs, line);
 	/* No "Expect:" to suppress 100-continue: curl 7.88 would sign the empty header it then
