@@ -13,6 +13,15 @@
 #include "output.h"
 #include "progress.h"
 
+/* Where a tree named `name` lands: inside dest when dest is an existing
+ * directory (as cp -r does), else at dest itself. malloc'd; NULL: no memory. */
+static char *tree_target(const char *dest, bool dest_is_dir, const char *name)
+{
+	if (dest_is_dir && name[0] != '\0')
+		return ctx_path_join(dest, name);
+	return strdup(dest);
+}
+
 static const struct option recursive_opts[] = {
     {"recursive", no_argument, NULL, 'r'},
     {"help", no_argument, NULL, 'h'},
@@ -251,12 +260,8 @@ int cmd_transfer_put(struct ctx *ctx, int argc, char **argv)
 		mp_transfer_opts topts;
 		if (S_ISDIR(it->st.st_mode)) {
 			char name[NAME_MAX + 1];
-			char *target = NULL;
 			put_tree_name(it->local, name, sizeof(name));
-			if (remote_is_dir && name[0] != '\0')
-				target = ctx_path_join(remote, name);
-			else
-				target = strdup(remote);
+			char *target = tree_target(remote, remote_is_dir, name);
 			if (target == NULL) {
 				rc = ctx_failf(ctx, it->local, "out of memory");
 				break;
@@ -456,12 +461,8 @@ int cmd_transfer_get(struct ctx *ctx, int argc, char **argv)
 		int e;
 		if (it->type == MP_TYPE_DIR) {
 			char name[NAME_MAX + 1];
-			char *target;
 			ctx_basename(it->remote, name, sizeof(name));
-			if (local_is_dir && name[0] != '\0')
-				target = ctx_path_join(local, name);
-			else
-				target = strdup(local);
+			char *target = tree_target(local, local_is_dir, name);
 			if (target == NULL) {
 				rc = ctx_failf(ctx, it->remote, "out of memory");
 				break;
