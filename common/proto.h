@@ -46,6 +46,10 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_SNAPSHOT_BEGIN = 34,
 	        MT_SNAPSHOT_CHUNK = 35,
 	        MT_SNAPSHOT_END = 36,
+
+	        MT_BLOCK_READ = 40,
+	        MT_CACHE_REGISTER = 41,
+	        MT_CACHE_MEMBERS = 42,
 };
 
 enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "log.h"
@@ -150,6 +152,16 @@ size_t conn_output_len(const struct conn *c)
 	return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
+static void pause_if_full(struct conn *c, struct evbuffer *out)
+{
+	if (!c->reading_paused && c->role != CONN_SUBSCRIBER &&
+	    evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
+		c->reading_paused = true;
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_HIGH / 4, 0);
+	}
+}
+
 void conn_send(struct conn *c, const void *data, size_t len)
 {
 	if (c->bev == NULL)
@@ -171,12 +183,55 @@ void conn_send(struct conn *c, const void *data, size_t len)
 		 * reports any error through the event callback. */
 	}
 	bufferevent_write(c->bev, data, len);
-	if (!c->reading_paused && c->role != CONN_SUBSCRIBER &&
-	    evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
-		c->reading_paused = true;
-		bufferevent_disable(c->bev, EV_READ);
-		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_HIGH / 4, 0);
+	pause_if_full(c, out);
+}
+
+int conn_send_file(struct conn *c, const void *head, size_t head_len, int fd, uint64_t offset,
+                   uint64_t len)
+{
+	if (c->bev == NULL)
+		return 0;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int sock = bufferevent_getfd(c->bev);
+	if (c->srv->cfg.tls == NULL && evbuffer_get_length(out) == 0) {
+		/* The fast path: header, then the file straight from the page
+		 * cache; what the socket does not take now is queued. */
+		ssize_t n = send(sock, head, head_len, MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
+		if (n > 0) {
+			head = (const uint8_t *)head + n;
+			head_len -= (size_t)n;
+		}
+		if (head_len == 0) {
+			off_t off = (off_t)offset;
+			while (len > 0) {
+				ssize_t k = sendfile(sock, fd, &off, len);
+				if (k <= 0)
+					break;
+				len -= (uint64_t)k;
+			}
+			offset = (uint64_t)off;
+		}
 	}
+	if (head_len > 0)
+		bufferevent_write(c->bev, head, head_len);
+	if (len > 0) {
+		int dupfd = dup(fd);
+		struct evbuffer_file_segment *seg =
+		    dupfd < 0 ? NULL
+		              : evbuffer_file_segment_new(dupfd, (ev_off_t)offset, (ev_off_t)len,
+		                                          EVBUF_FS_CLOSE_ON_FREE);
+		if (seg == NULL) {
+			if (dupfd >= 0)
+				close(dupfd);
+			return -ENOMEM;
+		}
+		int r = evbuffer_add_file_segment(out, seg, 0, (ev_off_t)len);
+		evbuffer_file_segment_free(seg); /* the buffer holds its own reference */
+		if (r < 0)
+			return -EIO;
+	}
+	pause_if_full(c, out);
+	return 0;
 }
 
 void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
@@ -314,7 +369,9 @@ static void handle_hello(struct conn *c, const struct frame *f)
 		conn_send_error(c, f->id, -EINVAL, "HELLO: %s", err);
 		return;
 	}
-	if (r == 0 && cidlen > 0 &&
+	/* A cache node that has not yet heard its cluster's id from a mirror
+	 * has none to compare. */
+	if (r == 0 && cidlen > 0 && cluster[0] != '\0' &&
 	    (cidlen != strlen(cluster) || memcmp(cid, cluster, cidlen) != 0)) {
 		conn_send_error(c, f->id, -EPERM, "cluster id '%.*s' does not match this %s's '%s'",
 		                (int)cidlen, cid, srv->cfg.role, cluster);

@@ -113,6 +113,11 @@ void conn_close(struct conn *c, const char *reason);
 void conn_close_after_flush(struct conn *c, const char *reason);
 /* Queues bytes (a whole frame) on the connection; dropped if closed. */
 void conn_send(struct conn *c, const void *data, size_t len);
+/* Queues a frame whose last len bytes come from fd at offset: sent with
+ * sendfile from the page cache where the connection is plain TCP. fd stays
+ * the caller's (a duplicate is kept while queued). Returns 0 or -errno. */
+int conn_send_file(struct conn *c, const void *head, size_t head_len, int fd, uint64_t offset,
+                   uint64_t len);
 /* Sends ERROR {code, errno, message, version}. */
 void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

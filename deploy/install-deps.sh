@@ -12,6 +12,7 @@ packages=(
   python3 python3-msgpack python3-yaml
   nodejs
   valgrind openssl procps curl
+  libxxhash-dev nginx-light
   awscli
 )
 

@@ -174,6 +174,10 @@ void mirror_dispatch(void *owner, struct conn *c, struct request *r)
 	} else if (c->role == CONN_SUBSCRIBER) {
 		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
 		                proto_msg_name(f->type));
+	} else if (f->type == MT_CACHE_REGISTER) {
+		members_register(m->members, c, f->id, f->body, m->cfg.site);
+	} else if (f->type == MT_CACHE_MEMBERS) {
+		members_list(m->members, c, f->id, m->cfg.site);
 	} else if (reads_is_read(f->type)) {
 		read_request(m, c, r);
 		return;

@@ -66,6 +66,8 @@ const struct config_option mirror_config_table[] = {
      "Largest frame accepted from clients", NULL},
     {"heartbeat_interval", CONFIG_DURATION, OPT(heartbeat_interval_ms), 10, 60000, "1s",
      "Heartbeat to idle cascaded mirrors", NULL},
+    {"cache_member_timeout", CONFIG_DURATION, OPT(cache_member_timeout_ms), 100, 600000, "3s",
+     "A cache node not heard from this long leaves the site's group", NULL},
     {"idle_timeout", CONFIG_DURATION, OPT(idle_timeout_ms), 1000, 86400000, "300s",
      "Close client connections silent for this long", NULL},
     {"max_connections", CONFIG_UINT, OPT(max_connections), 1, 1000000, "10000",

@@ -671,6 +671,9 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	load_secrets(m);
 	load_journal(m);
 	m->log = changelog_new(cfg->cache_versions, cfg->cache_bytes);
+	m->members = members_new(cfg->cache_member_timeout_ms);
+	if (m->members == NULL)
+		fatal("out of memory");
 	if (m->log == NULL)
 		fatal("out of memory");
 	changelog_set_store_oldest(m->log, m->version + 1);
@@ -803,6 +806,7 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	namespace_free(m->ns);
 	namespace_free(m->boot_ns);
 	metrics_free(m->metrics);
+	members_free(m->members);
 	if (m->tls)
 		SSL_CTX_free(m->tls);
 	if (m->upstream_tls)

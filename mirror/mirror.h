@@ -21,6 +21,7 @@
 #include "changelog.h"
 #include "config.h"
 #include "journal.h"
+#include "members.h"
 #include "metrics.h"
 #include "namespace.h"
 #include "proto.h"
@@ -56,6 +57,7 @@ struct mirror_config {
 	uint64_t upstream_max_frame_bytes;
 	uint64_t max_frame_bytes;
 	uint64_t heartbeat_interval_ms;
+	uint64_t cache_member_timeout_ms;
 	uint64_t idle_timeout_ms;
 	uint64_t max_connections;
 	unsigned log_level;
@@ -115,6 +117,7 @@ struct mirror {
 	struct admin *admin;
 	struct request_list parked;
 	size_t nparked;
+	struct members *members; /* the site's cache group */
 	uint8_t *secret;
 	size_t secret_len;
 	SSL_CTX *tls, *upstream_tls;

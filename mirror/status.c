@@ -115,6 +115,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_uint(&w, server_connections(m->server));
 	json_key(&w, "subscribers");
 	stream_write_status(m->stream, &w);
+	json_key(&w, "cache_group");
+	members_write_status(m->members, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;

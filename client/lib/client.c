@@ -62,6 +62,7 @@ MP_EXPORT int mp_client_open(const mp_config *cfg, mp_client **ret, mp_error *er
 	c->max_staleness_ms = c->cfg.max_staleness_ms;
 	pthread_mutex_init(&c->lock, NULL);
 	servers_init(c);
+	cachegroup_init(&c->group, NULL);
 	int r = servers_add_configured(c, err);
 	if (r == 0 && c->cfg.tls_enabled)
 		r = open_tls(c, err);
@@ -83,6 +84,7 @@ MP_EXPORT void mp_client_close(mp_client *c)
 	servers_destroy(c);
 	SSL_CTX_free(c->tls.ctx);
 	buckets_destroy(c);
+	cachegroup_destroy(&c->group);
 	pthread_mutex_destroy(&c->lock);
 	site_config_release(&c->cfg);
 	free(c);
@@ -242,6 +244,8 @@ static void ensure_session(struct mp_client *c)
 	pthread_mutex_unlock(&c->lock);
 	for (size_t i = 0; !known && i < c->servers.n; i++) {
 		struct server_entry *s = c->servers.entries[i];
+		if (!servers_routable(s))
+			continue;
 		struct channel *ch;
 		bool pooled;
 		mp_error e;
@@ -294,6 +298,8 @@ int client_read(struct mp_client *c, const struct request_body *b, mp_call *call
 			    (pass == 1 && !s->is_primary))
 				continue;
 			tried[i] = true;
+			if (!servers_routable(s))
+				continue;
 			bool mirror = !s->is_primary;
 			if (mirror && level != MP_EVENTUAL) {
 				uint64_t sess = atomic_load(&c->session);

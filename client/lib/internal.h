@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cacheproto.h"
 #include "config.h"
 #include "mirrorplane/mirrorplane.h"
 #include "msg.h"
@@ -17,7 +18,7 @@
 
 #define BUCKETS_MAX      32
 #define ALIAS_MAX        63
-#define SERVERS_MAX      32
+#define SERVERS_MAX      320 /* mirrors and primaries, then cache nodes as they appear */
 #define ADDRESS_MAX      80
 #define CLUSTER_MAX      80
 #define ORIGIN_URL_MAX   1200
@@ -66,6 +67,29 @@ struct mp_config {
 	char *bucket_alias[BUCKETS_MAX];
 	struct bucket_config buckets[BUCKETS_MAX];
 	bool primary_added, mirror_added;
+	/* The cache group: clients read through it when the site's mirror
+	 * lists members; mp-cache nodes take their own options from cache.*. */
+	bool cache_enabled;
+	uint64_t hedge_delay_ms;     /* before the first latencies are known */
+	uint64_t hedge_max_ms;       /* learned delays stay under this */
+	uint64_t members_refresh_ms; /* how often the member list is asked again */
+	char *site;
+	char *cache_listen;
+	char *cache_advertise;
+	char *cache_admin;
+	struct config_strlist cache_dirs;
+	uint64_t cache_weight;
+	uint64_t cache_block_size;
+	uint64_t cache_min_free_pct;
+	uint64_t cache_fetch_concurrency;
+	uint64_t cache_fetch_rate;
+	struct config_strlist cache_parent;
+	uint64_t cache_warming_ms;
+	uint64_t cache_heartbeat_ms;
+	uint64_t cache_serve_threads;
+	char *cache_secret_file;
+	uint64_t cache_max_connections;
+	unsigned cache_log_level;
 	struct config_option *table; /* the base options and one group per bucket alias */
 };
 
@@ -148,6 +172,8 @@ int channel_call(struct channel *ch, const struct request_body *b, const struct 
 struct server_entry {
 	char address[ADDRESS_MAX];
 	bool is_primary;
+	bool is_cache; /* a cache node: never asked for metadata */
+	bool is_aside; /* a parent site's mirror: asked for its group only */
 	pthread_mutex_t lock;
 	struct channel *idle[POOL_MAX];
 	int nidle;
@@ -160,12 +186,26 @@ struct server_entry {
 
 struct servers {
 	struct server_entry *entries[SERVERS_MAX];
-	size_t n;
+	size_t n; /* grows (under lock) as cache nodes appear; read with acquire */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t prober;
 	bool prober_running;
 	bool stopping;
+};
+
+/* ---- cachegroup.c ---- */
+struct cachegroup {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a refresh finished */
+	const struct config_strlist *source; /* who lists the members; NULL: the site's mirrors */
+	const char *self; /* a member to leave out (a cache node's own address) */
+	struct server_entry *nodes[CACHE_MEMBERS_MAX];
+	uint64_t ids[CACHE_MEMBERS_MAX], weights[CACHE_MEMBERS_MAX];
+	size_t n;
+	uint64_t block_size;
+	int64_t refreshed_ns;
+	bool known, refreshing;
 };
 
 /* ---- buckets.c ---- */
@@ -192,6 +232,7 @@ struct mp_client {
 	struct channel_tls tls;
 	struct bucket buckets[BUCKETS_MAX + 1];
 	size_t nbuckets;
+	struct cachegroup group; /* the site's cache group */
 };
 
 int servers_init(struct mp_client *c);
@@ -204,6 +245,29 @@ void servers_mark_down(struct mp_client *c, struct server_entry *s, uint64_t nee
                        uint64_t need_staleness_ms, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 bool servers_is_down(struct server_entry *s);
+/* Whether metadata reads and writes may be routed to s. */
+static inline bool servers_routable(const struct server_entry *s)
+{
+	return !s->is_cache && !s->is_aside;
+}
+struct server_entry *servers_entry_new(const char *address, bool is_primary);
+/* The entry for address among the handle's servers, added (as a mirror
+ * that reads never go to) if it is not there. NULL when full. */
+struct server_entry *servers_find_or_add(struct mp_client *c, const char *address);
+
+void cachegroup_init(struct cachegroup *g, const struct config_strlist *source);
+void cachegroup_destroy(struct cachegroup *g);
+/* Replaces the members (skipping self, which may be NULL). */
+void cachegroup_set(struct mp_client *c, struct cachegroup *g, const struct cache_member *m,
+                    size_t n, const char *self);
+/* The group's block size, or 0 when there is no group (or the handle does
+ * not use one); refreshes the member list when due. */
+uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g);
+/* Reads req (within one block) at the owner, then the next nodes in HRW
+ * order, at most max_nodes of them, into buf (req->length bytes). Returns
+ * 0, -ENODATA when no node served (go to the buckets), or -EACCES. */
+int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct block_request *req,
+                    size_t max_nodes, void *buf, mp_call *call, mp_error *err);
 
 /* ---- client.c: routing ---- */
 void client_learn(struct mp_client *c, const struct channel *ch);

@@ -327,10 +327,13 @@ MP_EXPORT int mp_status(mp_client *c, mp_server_status *out, size_t cap, size_t 
                         mp_error *err)
 {
 	uint64_t primary_version = 0;
-	size_t n = c->servers.n;
-	for (size_t i = 0; i < n; i++) {
+	size_t total = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE), n = 0;
+	for (size_t k = 0; k < total; k++) {
+		if (!servers_routable(c->servers.entries[k]))
+			continue;
+		size_t i = n++;
 		mp_server_status st;
-		ask_version(c, c->servers.entries[i], &st);
+		ask_version(c, c->servers.entries[k], &st);
 		if (st.up && strcmp(st.role, "primary") == 0 && st.version > primary_version)
 			primary_version = st.version;
 		if (i < cap)
@@ -360,7 +363,7 @@ MP_EXPORT int mp_version(mp_client *c, mp_versions *ret, mp_error *err)
 	reply_release(&rep);
 	for (size_t i = 0; i < c->servers.n; i++) {
 		struct server_entry *s = c->servers.entries[i];
-		if (s->is_primary || servers_is_down(s))
+		if (s->is_primary || !servers_routable(s) || servers_is_down(s))
 			continue;
 		struct channel *ch;
 		bool pooled, sent;

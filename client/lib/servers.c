@@ -14,7 +14,7 @@
 #include "netaddr.h"
 #include "proto.h"
 
-static struct server_entry *entry_new(const char *address, bool is_primary)
+struct server_entry *servers_entry_new(const char *address, bool is_primary)
 {
 	struct server_entry *s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -38,7 +38,7 @@ static int add_list(struct mp_client *c, const struct config_strlist *l, bool is
 			             is_primary ? "primary" : "mirror", a);
 		if (c->servers.n == SERVERS_MAX)
 			return mperr(err, -E2BIG, "more than %d servers", SERVERS_MAX);
-		struct server_entry *s = entry_new(a, is_primary);
+		struct server_entry *s = servers_entry_new(a, is_primary);
 		if (s == NULL)
 			return mperr(err, -ENOMEM, "out of memory");
 		c->servers.entries[c->servers.n++] = s;
@@ -67,6 +67,27 @@ int servers_add_configured(struct mp_client *c, mp_error *err)
 	if (r == 0 && c->cfg.primary.n == 0)
 		r = mperr(err, -EINVAL, "no primary configured (option primary)");
 	return r;
+}
+
+struct server_entry *servers_find_or_add(struct mp_client *c, const char *address)
+{
+	struct servers *sv = &c->servers;
+	pthread_mutex_lock(&sv->lock);
+	struct server_entry *found = NULL;
+	for (size_t i = 0; i < sv->n && found == NULL; i++)
+		if (!sv->entries[i]->is_cache && strcmp(sv->entries[i]->address, address) == 0)
+			found = sv->entries[i];
+	if (found == NULL && sv->n < SERVERS_MAX) {
+		found = servers_entry_new(address, false);
+		if (found != NULL) {
+			/* Known only to a cache group: not one of the site's mirrors. */
+			found->is_aside = true;
+			sv->entries[sv->n] = found;
+			__atomic_store_n(&sv->n, sv->n + 1, __ATOMIC_RELEASE);
+		}
+	}
+	pthread_mutex_unlock(&sv->lock);
+	return found;
 }
 
 void servers_destroy(struct mp_client *c)

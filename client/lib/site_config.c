@@ -14,6 +14,7 @@
 #include "paths.h"
 
 static const char *const consistency_choices[] = {"session", "strong", "eventual", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 #define OPT(f) offsetof(struct mp_config, f)
 static const struct config_option base_options[] = {
@@ -54,6 +55,48 @@ static const struct config_option base_options[] = {
      "name the servers' certificates must carry (default: each address's host)", NULL},
     {"multipart_threshold", CONFIG_SIZE, OPT(multipart_threshold), 5 << 20, 5ull << 30, "64MiB",
      "objects larger than this go up as multipart uploads", NULL},
+    {"hedge_delay", CONFIG_DURATION, OPT(hedge_delay_ms), 1, 60000, "50ms",
+     "a read not answered this soon also goes to the next server (until latencies are known)",
+     NULL},
+    {"hedge_max", CONFIG_DURATION, OPT(hedge_max_ms), 1, 60000, "200ms",
+     "the longest a read waits before it is hedged", NULL},
+    {"site", CONFIG_STRING, OPT(site), 0, 0, NULL, "this site's name", NULL},
+    {"cache.enabled", CONFIG_BOOL, OPT(cache_enabled), 0, 0, "true",
+     "read file data through the site's cache group when its mirror lists one", NULL},
+    {"cache.refresh", CONFIG_DURATION, OPT(members_refresh_ms), 100, 3600000, "5s",
+     "how often clients ask the mirror for the group's members", NULL},
+    {"cache.listen", CONFIG_HOSTPORT, OPT(cache_listen), 0, 0, "127.0.0.1:7400",
+     "mp-cache: address for block reads", NULL},
+    {"cache.advertise", CONFIG_HOSTPORT, OPT(cache_advertise), 0, 0, NULL,
+     "mp-cache: the address clients reach it at (default: cache.listen)", NULL},
+    {"cache.admin", CONFIG_HOSTPORT, OPT(cache_admin), 0, 0, "127.0.0.1:7480",
+     "mp-cache: admin HTTP address", NULL},
+    {"cache.dirs", CONFIG_STRLIST, OPT(cache_dirs), 0, 0, NULL,
+     "mp-cache: block dirs, DIR[:SIZE], one per disk", NULL},
+    {"cache.weight", CONFIG_UINT, OPT(cache_weight), 0, 1000000, "100",
+     "mp-cache: share of the group's blocks (0 drains the node)", NULL},
+    {"cache.block_size", CONFIG_SIZE, OPT(cache_block_size), 1 << 20, 64 << 20, "4MiB",
+     "mp-cache: block size (the same on every node of a group)", NULL},
+    {"cache.min_free", CONFIG_UINT, OPT(cache_min_free_pct), 0, 90, "5",
+     "mp-cache: percent of each cache dir's file system kept free", NULL},
+    {"cache.fetch_concurrency", CONFIG_UINT, OPT(cache_fetch_concurrency), 1, 1024, "16",
+     "mp-cache: block fetches from buckets and parents in flight at most", NULL},
+    {"cache.fetch_rate", CONFIG_SIZE, OPT(cache_fetch_rate), 0, 0, "0",
+     "mp-cache: bytes per second fetched at most (0: no limit)", NULL},
+    {"cache.parent", CONFIG_STRLIST, OPT(cache_parent), 0, 0, NULL,
+     "mp-cache: the parent site's mirrors; misses ask the parent's group first", NULL},
+    {"cache.warming_period", CONFIG_DURATION, OPT(cache_warming_ms), 0, 86400000, "60s",
+     "mp-cache: after joining, misses ask a block's previous owner first", NULL},
+    {"cache.heartbeat_interval", CONFIG_DURATION, OPT(cache_heartbeat_ms), 50, 60000, "1s",
+     "mp-cache: how often it registers with the site's mirrors", NULL},
+    {"cache.serve_threads", CONFIG_UINT, OPT(cache_serve_threads), 1, 64, "2",
+     "mp-cache: event loops serving blocks", NULL},
+    {"cache.secret_file", CONFIG_PATH, OPT(cache_secret_file), 0, 0, NULL,
+     "mp-cache: the cluster secret; reads then need a token and a read grant", NULL},
+    {"cache.max_connections", CONFIG_UINT, OPT(cache_max_connections), 1, 1000000, "10000",
+     "mp-cache: open connections at most", NULL},
+    {"cache.log_level", CONFIG_ENUM, OPT(cache_log_level), 0, 0, "info",
+     "mp-cache: debug, info, warn or error", log_levels},
 };
 #define NBASE (sizeof(base_options) / sizeof(base_options[0]))
 

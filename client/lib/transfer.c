@@ -392,8 +392,8 @@ static int fetch_cb(void *arg, const void *data, size_t len)
  * bucket; the bytes go to sink in order. A retry after a partial transfer
  * (replica failed midway) would repeat bytes, so the replica is only used
  * when it answers from the first byte. */
-int transfer_fetch(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink, void *arg,
-                   struct progress *pr, mp_error *err)
+static int fetch_from_buckets(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink,
+                              void *arg, struct progress *pr, mp_error *err)
 {
 	const mp_extent *e = ch->ext;
 	struct objstore_error oe = {0};
@@ -448,6 +448,67 @@ int transfer_fetch(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink,
 		return buckets_error(err, r, &oe);
 	}
 	return buckets_error(err, -EIO, &oe);
+}
+
+/* The chunk block by block through the site's cache group; a block no
+ * node can serve comes from the buckets instead. Returns -ENODATA, having
+ * sent nothing, when there is no group. */
+static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink, void *arg,
+                           struct progress *pr, mp_error *err)
+{
+	const mp_extent *e = ch->ext;
+	uint64_t bs = cachegroup_block_size(c, &c->group);
+	if (bs == 0 || strlen(e->bucket) > CACHE_ALIAS_MAX || strlen(e->key) > CACHE_KEY_MAX ||
+	    strlen(e->etag) > CACHE_ETAG_MAX || e->etag[0] == '\0')
+		return -ENODATA;
+	struct block_request *req = calloc(1, sizeof(*req));
+	uint64_t first = ch->obj_offset / bs, last = (ch->obj_offset + ch->length - 1) / bs;
+	size_t cap = (size_t)(first == last ? ch->length : bs);
+	void *buf = req ? malloc(cap) : NULL;
+	if (buf == NULL) {
+		free(req);
+		return mperr(err, -ENOMEM, "out of memory");
+	}
+	snprintf(req->bucket, sizeof(req->bucket), "%s", e->bucket);
+	snprintf(req->key, sizeof(req->key), "%s", e->key);
+	snprintf(req->etag, sizeof(req->etag), "%s", e->etag);
+	req->size = e->offset + e->length;
+	int r = 0;
+	uint64_t off = ch->obj_offset, end = ch->obj_offset + ch->length;
+	while (off < end && r == 0) {
+		uint64_t block_end = (off / bs + 1) * bs;
+		uint64_t len = (block_end < end ? block_end : end) - off;
+		req->offset = off;
+		req->length = len;
+		mp_error cerr;
+		r = cachegroup_read(c, &c->group, req, 3, buf, NULL, &cerr);
+		if (r == 0) {
+			r = sink(arg, buf, (size_t)len);
+			if (r == 0)
+				progress_add(pr, len, 0, NULL);
+		} else if (r == -ENODATA) {
+			struct chunk piece = {e, off, len, ch->file_offset + (off - ch->obj_offset),
+			                      false};
+			r = fetch_from_buckets(c, &piece, sink, arg, pr, err);
+		} else {
+			*err = cerr;
+		}
+		off += len;
+	}
+	free(buf);
+	free(req);
+	return r;
+}
+
+int transfer_fetch(struct mp_client *c, const struct chunk *ch, mp_sink_cb sink, void *arg,
+                   struct progress *pr, mp_error *err)
+{
+	if (ch->length == 0)
+		return 0;
+	int r = fetch_via_cache(c, ch, sink, arg, pr, err);
+	if (r != -ENODATA)
+		return r;
+	return fetch_from_buckets(c, ch, sink, arg, pr, err);
 }
 
 struct fd_sink {

@@ -1,0 +1,277 @@
+/* A site's cache group as a client sees it: the members its mirror lists
+ * (asked again every cache.refresh), placed by weighted rendezvous hashing,
+ * and block reads at the owner, then the next nodes in HRW order. Nodes are
+ * server entries like mirrors and primaries: pooled connections, marked
+ * down on failure and probed in the background, so a dead node costs one
+ * failure per outage and a read never fails while a bucket can serve it.
+ *
+ * mp-cache uses the same noun for its parent site's group and, while
+ * warming, for its own group's previous owners. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hrw.h"
+#include "internal.h"
+#include "proto.h"
+
+void cachegroup_init(struct cachegroup *g, const struct config_strlist *source)
+{
+	memset(g, 0, sizeof(*g));
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cond, NULL);
+	g->source = source;
+}
+
+void cachegroup_destroy(struct cachegroup *g)
+{
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->lock);
+}
+
+/* The server entry for a member's address, added to the handle's servers
+ * (entries are never removed: a member that leaves is just not listed). */
+static struct server_entry *node_entry(struct mp_client *c, const char *address)
+{
+	struct servers *sv = &c->servers;
+	pthread_mutex_lock(&sv->lock);
+	struct server_entry *found = NULL;
+	for (size_t i = 0; i < sv->n && found == NULL; i++)
+		if (sv->entries[i]->is_cache && strcmp(sv->entries[i]->address, address) == 0)
+			found = sv->entries[i];
+	if (found == NULL && sv->n < SERVERS_MAX) {
+		found = servers_entry_new(address, false);
+		if (found != NULL) {
+			found->is_cache = true;
+			sv->entries[sv->n] = found;
+			/* Readers walk entries[0..n) without the lock. */
+			__atomic_store_n(&sv->n, sv->n + 1, __ATOMIC_RELEASE);
+		}
+	}
+	pthread_mutex_unlock(&sv->lock);
+	return found;
+}
+
+void cachegroup_set(struct mp_client *c, struct cachegroup *g, const struct cache_member *m,
+                    size_t n, const char *self)
+{
+	struct server_entry *nodes[CACHE_MEMBERS_MAX];
+	uint64_t ids[CACHE_MEMBERS_MAX], weights[CACHE_MEMBERS_MAX];
+	uint64_t block_size = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < CACHE_MEMBERS_MAX; i++) {
+		if (self != NULL && strcmp(m[i].address, self) == 0)
+			continue;
+		struct server_entry *s = node_entry(c, m[i].address);
+		if (s == NULL)
+			continue;
+		if (block_size == 0)
+			block_size = m[i].block_size;
+		else if (m[i].block_size != block_size)
+			continue; /* a node of another block size cannot share keys */
+		nodes[k] = s;
+		ids[k] = hrw_node_id(m[i].address);
+		weights[k] = m[i].weight;
+		k++;
+	}
+	pthread_mutex_lock(&g->lock);
+	memcpy(g->nodes, nodes, k * sizeof(nodes[0]));
+	memcpy(g->ids, ids, k * sizeof(ids[0]));
+	memcpy(g->weights, weights, k * sizeof(weights[0]));
+	g->n = k;
+	g->block_size = block_size;
+	g->known = true;
+	g->refreshed_ns = client_now_ns();
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Asks one server for the members. */
+static int ask_members(struct mp_client *c, struct server_entry *s, struct cachegroup *g,
+                       mp_error *err)
+{
+	struct channel *ch;
+	bool pooled, sent;
+	int r = servers_get_channel(c, s, &ch, &pooled, err);
+	if (r < 0)
+		return r;
+	struct request_body b;
+	request_init(&b, MT_CACHE_MEMBERS);
+	struct reply rep;
+	r = channel_call(ch, &b, NULL, c->cfg.timeout_ms, &rep, &sent, err);
+	request_destroy(&b);
+	if (r < 0) {
+		channel_close(ch);
+		return r;
+	}
+	servers_put_channel(s, ch);
+	if (rep.is_error) {
+		r = client_answer_error(&rep, s->address, err);
+		reply_release(&rep);
+		return r;
+	}
+	struct cache_member *m = calloc(CACHE_MEMBERS_MAX, sizeof(*m));
+	size_t n = 0;
+	char why[256];
+	if (m == NULL)
+		r = mperr(err, -ENOMEM, "out of memory");
+	else if (cacheproto_parse_members(rep.frame.body, m, CACHE_MEMBERS_MAX, &n, why,
+	                                  sizeof(why)) < 0)
+		r = mperr(err, -EPROTO, "%s: cache members: %s", s->address, why);
+	else
+		cachegroup_set(c, g, m, n, g->self);
+	free(m);
+	reply_release(&rep);
+	return r;
+}
+
+/* Servers that can say who the members are: the group's own source list,
+ * or the handle's mirrors. */
+static void refresh(struct mp_client *c, struct cachegroup *g)
+{
+	mp_error err;
+	if (g->source != NULL) {
+		for (size_t i = 0; i < g->source->n; i++) {
+			struct server_entry *s = servers_find_or_add(c, g->source->items[i]);
+			if (s != NULL && !servers_is_down(s) && ask_members(c, s, g, &err) == 0)
+				return;
+		}
+	} else {
+		size_t n = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE);
+		for (size_t i = 0; i < n; i++) {
+			struct server_entry *s = c->servers.entries[i];
+			if (s->is_primary || s->is_cache || servers_is_down(s))
+				continue;
+			if (ask_members(c, s, g, &err) == 0)
+				return;
+		}
+	}
+	/* Nobody said: keep what we had and ask again later. */
+	pthread_mutex_lock(&g->lock);
+	g->refreshed_ns = client_now_ns();
+	pthread_mutex_unlock(&g->lock);
+}
+
+uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g)
+{
+	if (!c->cfg.cache_enabled)
+		return 0;
+	pthread_mutex_lock(&g->lock);
+	if (!g->known) {
+		/* The first read of the handle waits for the list (one ask,
+		 * bounded by the timeout); readers in parallel wait with it
+		 * rather than going around the group. */
+		while (g->refreshing)
+			pthread_cond_wait(&g->cond, &g->lock);
+		if (!g->known) {
+			g->refreshing = true;
+			pthread_mutex_unlock(&g->lock);
+			refresh(c, g);
+			pthread_mutex_lock(&g->lock);
+			g->refreshing = false;
+			g->known = true;
+			pthread_cond_broadcast(&g->cond);
+		}
+	} else if (!g->refreshing && client_now_ns() - g->refreshed_ns >
+	                                 (int64_t)c->cfg.members_refresh_ms * 1000000) {
+		g->refreshing = true;
+		pthread_mutex_unlock(&g->lock);
+		refresh(c, g);
+		pthread_mutex_lock(&g->lock);
+		g->refreshing = false;
+		pthread_cond_broadcast(&g->cond);
+	}
+	uint64_t bs = g->n > 0 ? g->block_size : 0;
+	pthread_mutex_unlock(&g->lock);
+	return bs;
+}
+
+/* One BLOCK_READ at one node; the bytes are copied into buf. */
+static int read_at(struct mp_client *c, struct server_entry *s, const struct block_request *req,
+                   void *buf, size_t *ret_len, char *ret_source, mp_error *err)
+{
+	struct channel *ch;
+	bool pooled, sent;
+	int r = servers_get_channel(c, s, &ch, &pooled, err);
+	if (r < 0)
+		return r;
+	struct request_body b;
+	request_init(&b, MT_BLOCK_READ);
+	b.nfields = cacheproto_pack_block_fields(&b.pk, req);
+	struct reply rep;
+	r = channel_call(ch, &b, NULL, c->cfg.timeout_ms, &rep, &sent, err);
+	request_destroy(&b);
+	if (r < 0) {
+		channel_close(ch);
+		return r;
+	}
+	servers_put_channel(s, ch);
+	if (rep.is_error) {
+		r = client_answer_error(&rep, s->address, err);
+		reply_release(&rep);
+		return r;
+	}
+	const char *data, *src;
+	size_t len, srclen;
+	char why[200];
+	if (msg_get_bytes(rep.frame.body, "data", true, 0, CACHE_BLOCK_MAX, &data, &len, why,
+	                  sizeof(why)) != 0 ||
+	    len != req->length) {
+		reply_release(&rep);
+		return mperr(err, -EPROTO, "%s: block read answered %s", s->address,
+		             len != req->length ? "the wrong number of bytes" : why);
+	}
+	memcpy(buf, data, len);
+	if (ret_source != NULL && msg_get_bytes(rep.frame.body, "source", false, 1, 15, &src,
+	                                        &srclen, why, sizeof(why)) == 0)
+		snprintf(ret_source, 16, "%.*s", (int)srclen, src);
+	reply_release(&rep);
+	*ret_len = len;
+	return 0;
+}
+
+int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct block_request *req,
+                    size_t max_nodes, void *buf, mp_call *call, mp_error *err)
+{
+	struct server_entry *nodes[CACHE_MEMBERS_MAX];
+	uint64_t ids[CACHE_MEMBERS_MAX], weights[CACHE_MEMBERS_MAX];
+	size_t order[CACHE_MEMBERS_MAX];
+	pthread_mutex_lock(&g->lock);
+	size_t n = g->n;
+	uint64_t bs = g->block_size;
+	memcpy(nodes, g->nodes, n * sizeof(nodes[0]));
+	memcpy(ids, g->ids, n * sizeof(ids[0]));
+	memcpy(weights, g->weights, n * sizeof(weights[0]));
+	pthread_mutex_unlock(&g->lock);
+	if (n == 0 || bs == 0)
+		return mperr(err, -ENODATA, "no cache group");
+	struct block_id id = hrw_block_id(req->bucket, req->key, req->etag, req->offset / bs);
+	hrw_order(id.lo, ids, weights, n, order);
+	mp_error last = {0};
+	last.code = -ENODATA;
+	snprintf(last.message, sizeof(last.message), "no cache node could serve");
+	size_t tried = 0;
+	for (size_t i = 0; i < n && tried < max_nodes; i++) {
+		struct server_entry *s = nodes[order[i]];
+		if (weights[order[i]] == 0 && i > 0)
+			break; /* draining nodes only as owners of last resort */
+		if (servers_is_down(s))
+			continue;
+		tried++;
+		size_t len;
+		char source[16] = "";
+		int r = read_at(c, s, req, buf, &len, source, &last);
+		if (r == 0) {
+			if (call != NULL)
+				snprintf(call->served_by, sizeof(call->served_by), "cache %s (%s)",
+				         s->address, source);
+			return 0;
+		}
+		/* A node that does not hold a block it was asked for as a peer,
+		 * or is refused a read, is not broken. */
+		if (r == -ENOENT || r == -EACCES || r == -EINVAL)
+			continue;
+		servers_mark_down(c, s, 0, 0, "%s", last.message);
+	}
+	return mperr(err, last.code == -EACCES ? -EACCES : -ENODATA, "%s", last.message);
+}

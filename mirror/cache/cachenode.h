@@ -1,0 +1,105 @@
+/* mp-cache: one node of a site's cache group.
+ *   main.c       command line; the configuration is the site configuration
+ *                clients use (client/lib/site_config.c), cache.* options
+ *   cachenode.c  life cycle, signals, admin endpoints, metrics
+ *   serve.c      BLOCK_READ: hits sent with sendfile, misses handed to fill
+ *   fill.c       the miss path: single flight per block, a pool of fetchers
+ *                (own group while warming, parent group, site replica,
+ *                the alias's bucket), verification, the store
+ *   register.c   registration with the site's mirrors and the member list
+ *   blockstore.c blocks on disk, the index, S3-FIFO eviction
+ * Serving runs on one event loop; fetches run on their own threads. */
+#ifndef MP_CACHENODE_H
+#define MP_CACHENODE_H
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "blockstore.h"
+#include "cacheproto.h"
+#include "internal.h"
+#include "proto.h"
+#include "metrics.h"
+#include "server.h"
+
+struct fill;
+TAILQ_HEAD(fill_list, fill);
+
+struct cachenode {
+	struct event_base *base;
+	struct mp_config *cfg; /* the site configuration, cache.* included */
+	const char *config_path;
+	struct mp_client *client; /* buckets, and the parent and own groups' nodes */
+	struct blockstore *store;
+	struct server *server;
+	struct admin *admin;
+	char address[CACHE_ADDRESS_MAX + 1]; /* as registered */
+	uint64_t block_size;
+	_Atomic uint64_t weight;
+	int64_t started_ns;
+	bool draining;
+	uint8_t *secret;
+	size_t secret_len;
+
+	/* Fills in flight, by block (event loop only). */
+	struct fill **inflight;
+	size_t ninflight_buckets;
+	/* The fetchers. */
+	pthread_t *fetchers;
+	size_t nfetchers;
+	pthread_mutex_t queue_lock;
+	pthread_cond_t queue_cond;
+	struct fill_list queue; /* waiting for a fetcher */
+	struct fill_list done;  /* fetched, to be answered on the loop */
+	struct event *done_ev;
+	bool stopping;
+	int64_t next_fetch_ns; /* fetch_rate pacing, under queue_lock */
+
+	/* Registration. */
+	pthread_t registrar;
+	bool registrar_running;
+	pthread_mutex_t reg_lock;
+	pthread_cond_t reg_cond;
+	struct cachegroup own;    /* this site's group, without this node */
+	struct cachegroup parent; /* the parent site's group */
+	bool registered;
+	bool reg_stopping;
+	char reg_error[600];
+	char cluster_id[CLUSTER_ID_MAX + 1]; /* learnt from the mirrors; event loop only */
+
+	struct event *sigterm_ev, *sigint_ev, *sighup_ev, *drain_ev;
+	struct metrics *metrics;
+	struct metric *m_requests, *m_hits, *m_misses, *m_bytes_hit, *m_bytes_filled, *m_fetched,
+	    *m_fill_seconds, *m_waits, *m_errors, *m_evictions, *m_corrupt, *m_used, *m_capacity,
+	    *m_dir_failed, *m_blocks, *m_fills_active, *m_peer_misses;
+	_Atomic uint64_t hits, misses, fills_active;
+};
+
+int64_t cachenode_now_ns(void);
+int cachenode_run(struct cachenode *n);
+
+/* serve.c */
+void serve_dispatch(void *owner, struct conn *c, struct request *r);
+/* Answers a read from the store; false when the block is not (or no
+ * longer) there. */
+bool serve_from_store(struct cachenode *n, struct conn *c, uint64_t id,
+                      const struct block_request *req, const char *source);
+
+/* fill.c */
+int fill_start(struct cachenode *n);
+void fill_stop(struct cachenode *n);
+/* Queues a miss (or joins the fill in flight for its block). */
+void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct block_request *req,
+                  struct block_id bid);
+
+/* register.c */
+int register_start(struct cachenode *n);
+void register_stop(struct cachenode *n);
+enum cache_state register_state(struct cachenode *n);
+void register_now(struct cachenode *n);
+
+#endif

@@ -1,0 +1,370 @@
+/* The miss path of a cache node. One fill per block however many readers
+ * ask (single flight: later readers wait on the fill in flight); a fixed
+ * pool of fetcher threads, so that cache.fetch_concurrency bounds what the
+ * node asks of its sources, and cache.fetch_rate paces the bytes. A block
+ * comes from, in order: its previous owner in this group (while this node
+ * is warming), the parent site's group, this site's replica bucket for the
+ * alias, the alias's bucket itself (with this site's credentials, so
+ * imported objects of any bucket are cached like native ones). The bytes
+ * are checked against the object's MD5 where the ETag gives one for the
+ * whole block, then stored; the waiters are answered from the store on the
+ * event loop. */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cachenode.h"
+#include "log.h"
+
+#define INFLIGHT_BUCKETS 1024
+
+struct waiter {
+	struct waiter *next;
+	struct conn *c; /* referenced */
+	uint64_t id;
+	struct block_request req;
+};
+
+struct fill {
+	TAILQ_ENTRY(fill) link;
+	struct fill *hnext;
+	struct block_id bid;
+	struct block_request req; /* the first reader's, for the object's identity */
+	uint64_t block_off, block_len;
+	struct waiter *waiters;
+	int result;
+	char why[1600];
+	char source[16];
+	int64_t started_ns;
+};
+
+static size_t slot(struct block_id id)
+{
+	return (size_t)(id.lo % INFLIGHT_BUCKETS);
+}
+
+static struct fill *inflight_find(struct cachenode *n, struct block_id id)
+{
+	for (struct fill *f = n->inflight[slot(id)]; f != NULL; f = f->hnext)
+		if (f->bid.lo == id.lo && f->bid.hi == id.hi)
+			return f;
+	return NULL;
+}
+
+static void inflight_remove(struct cachenode *n, struct fill *f)
+{
+	for (struct fill **p = &n->inflight[slot(f->bid)]; *p != NULL; p = &(*p)->hnext)
+		if (*p == f) {
+			*p = f->hnext;
+			return;
+		}
+}
+
+void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct block_request *req,
+                  struct block_id bid)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		conn_send_error(c, id, -ENOMEM, "out of memory");
+		return;
+	}
+	w->c = c;
+	w->id = id;
+	w->req = *req;
+	w->req.grant = NULL; /* points into a frame that is about to go */
+	w->req.grant_len = 0;
+	conn_ref(c);
+	struct fill *f = inflight_find(n, bid);
+	if (f != NULL && f->req.size >= req->size) {
+		metric_add(n->m_waits, 1);
+		w->next = f->waiters;
+		f->waiters = w;
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		conn_unref(c);
+		free(w);
+		conn_send_error(c, id, -ENOMEM, "out of memory");
+		return;
+	}
+	f->bid = bid;
+	f->req = w->req;
+	f->block_off = req->offset / n->block_size * n->block_size;
+	uint64_t end = f->block_off + n->block_size;
+	f->block_len = (end < req->size ? end : req->size) - f->block_off;
+	f->waiters = w;
+	f->started_ns = cachenode_now_ns();
+	f->hnext = n->inflight[slot(bid)];
+	n->inflight[slot(bid)] = f;
+	pthread_mutex_lock(&n->queue_lock);
+	TAILQ_INSERT_TAIL(&n->queue, f, link);
+	pthread_cond_signal(&n->queue_cond);
+	pthread_mutex_unlock(&n->queue_lock);
+}
+
+/* ---- fetching, on a fetcher thread ---- */
+
+static bool is_md5(const char *etag)
+{
+	if (strlen(etag) != 32)
+		return false;
+	for (int i = 0; i < 32; i++)
+		if (!((etag[i] >= '0' && etag[i] <= '9') || (etag[i] >= 'a' && etag[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static bool md5_matches(const void *data, size_t len, const char *etag)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	if (!EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL))
+		return true; /* cannot check: the checksum still guards the disk */
+	char hex[33];
+	for (unsigned i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return strcmp(hex, etag) == 0;
+}
+
+static void pace(struct cachenode *n, uint64_t bytes)
+{
+	uint64_t rate = n->cfg->cache_fetch_rate;
+	if (rate == 0)
+		return;
+	pthread_mutex_lock(&n->queue_lock);
+	int64_t now = cachenode_now_ns();
+	int64_t start = n->next_fetch_ns > now ? n->next_fetch_ns : now;
+	n->next_fetch_ns = start + (int64_t)((double)bytes * 1e9 / (double)rate);
+	pthread_mutex_unlock(&n->queue_lock);
+	if (start > now) {
+		struct timespec ts = {(time_t)((start - now) / 1000000000),
+		                      (long)((start - now) % 1000000000)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* From a group of cache nodes (own while warming: peer reads only). */
+static bool from_group(struct cachenode *n, struct cachegroup *g, struct fill *f, bool peer,
+                       void *buf)
+{
+	if (cachegroup_block_size(n->client, g) != n->block_size)
+		return false;
+	struct block_request req = f->req;
+	req.offset = f->block_off;
+	req.length = f->block_len;
+	req.peer = peer;
+	mp_error err;
+	return cachegroup_read(n->client, g, &req, peer ? 1 : 2, buf, NULL, &err) == 0;
+}
+
+static int from_buckets(struct cachenode *n, struct fill *f, void *buf)
+{
+	int r = -EIO;
+	for (int replica = 1; replica >= 0; replica--) {
+		struct bucket *b;
+		struct objstore *st;
+		mp_error err;
+		r = buckets_acquire(n->client, f->req.bucket, replica, &b, &st, &err);
+		if (r < 0) {
+			snprintf(f->why, sizeof(f->why), "%s", err.message);
+			return r;
+		}
+		if (st == NULL)
+			continue;
+		pace(n, f->block_len);
+		struct objstore_error oe = {0};
+		size_t got = 0;
+		r = objstore_get_buf(st, f->req.key, f->block_off, f->block_len, buf, f->block_len,
+		                     &got, &oe);
+		buckets_release(b, st);
+		if (r == 0 && got != f->block_len) {
+			r = -EIO;
+			snprintf(oe.message, sizeof(oe.message),
+			         "%s/%.300s: %zu of %llu bytes at offset %llu: the object is "
+			         "shorter than "
+			         "the layout says",
+			         f->req.bucket, f->req.key, got, (unsigned long long)f->block_len,
+			         (unsigned long long)f->block_off);
+		}
+		if (r == 0) {
+			snprintf(f->source, sizeof(f->source), "%s",
+			         replica ? "replica" : "bucket");
+			return 0;
+		}
+		snprintf(f->why, sizeof(f->why), "%s", oe.message);
+		if (!replica)
+			break;
+		/* Not (yet) in the site's replica: the bucket itself. */
+	}
+	return r;
+}
+
+static void fetch(struct cachenode *n, struct fill *f)
+{
+	void *buf = malloc(f->block_len);
+	if (buf == NULL) {
+		f->result = -ENOMEM;
+		snprintf(f->why, sizeof(f->why), "out of memory");
+		return;
+	}
+	int r;
+	if (register_state(n) == CACHE_WARMING && from_group(n, &n->own, f, true, buf)) {
+		snprintf(f->source, sizeof(f->source), "peer");
+		r = 0;
+	} else if (n->cfg->cache_parent.n > 0 && from_group(n, &n->parent, f, false, buf)) {
+		snprintf(f->source, sizeof(f->source), "parent");
+		r = 0;
+	} else {
+		r = from_buckets(n, f, buf);
+	}
+	if (r == 0 && f->block_off == 0 && f->block_len == f->req.size && is_md5(f->req.etag) &&
+	    !md5_matches(buf, f->block_len, f->req.etag)) {
+		r = -EIO;
+		snprintf(
+		    f->why, sizeof(f->why),
+		    "%s/%s: the bytes from the %s do not match the ETag %s (the object changed "
+		    "since the layout was written)",
+		    f->req.bucket, f->req.key, f->source, f->req.etag);
+	}
+	if (r == 0) {
+		metric_add(metric_child(n->m_fetched, f->source), (double)f->block_len);
+		r = blockstore_put(n->store, f->bid, buf, (uint32_t)f->block_len);
+		if (r < 0)
+			snprintf(f->why, sizeof(f->why), "storing the block: %s", strerror(-r));
+	}
+	free(buf);
+	f->result = r;
+}
+
+static void *fetcher_main(void *arg)
+{
+	struct cachenode *n = arg;
+	pthread_mutex_lock(&n->queue_lock);
+	for (;;) {
+		while (!n->stopping && TAILQ_EMPTY(&n->queue))
+			pthread_cond_wait(&n->queue_cond, &n->queue_lock);
+		if (n->stopping)
+			break;
+		struct fill *f = TAILQ_FIRST(&n->queue);
+		TAILQ_REMOVE(&n->queue, f, link);
+		atomic_fetch_add(&n->fills_active, 1);
+		pthread_mutex_unlock(&n->queue_lock);
+		fetch(n, f);
+		pthread_mutex_lock(&n->queue_lock);
+		atomic_fetch_sub(&n->fills_active, 1);
+		TAILQ_INSERT_TAIL(&n->done, f, link);
+		event_active(n->done_ev, EV_READ, 0);
+	}
+	pthread_mutex_unlock(&n->queue_lock);
+	return NULL;
+}
+
+/* ---- answering, on the event loop ---- */
+
+static void answer(struct cachenode *n, struct fill *f)
+{
+	metric_observe(n->m_fill_seconds, (double)(cachenode_now_ns() - f->started_ns) / 1e9);
+	if (f->result < 0) {
+		metric_add(n->m_errors, 1);
+		log_warn("fill of block %llu of %s/%s failed: %s",
+		         (unsigned long long)(f->block_off / n->block_size), f->req.bucket,
+		         f->req.key, f->why);
+	} else {
+		metric_add(n->m_bytes_filled, (double)f->block_len);
+	}
+	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
+		next = w->next;
+		if (conn_alive(w->c)) {
+			if (f->result < 0)
+				conn_send_error(w->c, w->id, f->result == -ENOENT ? -ENOENT : -EIO,
+				                "%s", f->why);
+			else if (!serve_from_store(n, w->c, w->id, &w->req, f->source))
+				conn_send_error(w->c, w->id, -EIO,
+				                "block %llu of %s/%s was evicted or lost before it "
+				                "could be sent: read again",
+				                (unsigned long long)(f->block_off / n->block_size),
+				                f->req.bucket, f->req.key);
+		}
+		conn_unref(w->c);
+		free(w);
+	}
+	free(f);
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct cachenode *n = arg;
+	struct fill_list ready = TAILQ_HEAD_INITIALIZER(ready);
+	pthread_mutex_lock(&n->queue_lock);
+	TAILQ_CONCAT(&ready, &n->done, link);
+	pthread_mutex_unlock(&n->queue_lock);
+	struct fill *f;
+	while ((f = TAILQ_FIRST(&ready)) != NULL) {
+		TAILQ_REMOVE(&ready, f, link);
+		inflight_remove(n, f);
+		answer(n, f);
+	}
+}
+
+int fill_start(struct cachenode *n)
+{
+	n->inflight = calloc(INFLIGHT_BUCKETS, sizeof(*n->inflight));
+	n->nfetchers = (size_t)n->cfg->cache_fetch_concurrency;
+	n->fetchers = calloc(n->nfetchers, sizeof(*n->fetchers));
+	if (n->inflight == NULL || n->fetchers == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&n->queue_lock, NULL);
+	pthread_cond_init(&n->queue_cond, NULL);
+	TAILQ_INIT(&n->queue);
+	TAILQ_INIT(&n->done);
+	n->done_ev = event_new(n->base, -1, 0, done_cb, n);
+	if (n->done_ev == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n->nfetchers; i++)
+		if (pthread_create(&n->fetchers[i], NULL, fetcher_main, n) != 0) {
+			n->nfetchers = i;
+			return -EAGAIN;
+		}
+	return 0;
+}
+
+static void drop_fill(struct fill *f)
+{
+	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
+		next = w->next;
+		conn_unref(w->c);
+		free(w);
+	}
+	free(f);
+}
+
+void fill_stop(struct cachenode *n)
+{
+	if (n->fetchers == NULL)
+		return;
+	pthread_mutex_lock(&n->queue_lock);
+	n->stopping = true;
+	pthread_cond_broadcast(&n->queue_cond);
+	pthread_mutex_unlock(&n->queue_lock);
+	for (size_t i = 0; i < n->nfetchers; i++)
+		pthread_join(n->fetchers[i], NULL);
+	struct fill *f;
+	while ((f = TAILQ_FIRST(&n->queue)) != NULL) {
+		TAILQ_REMOVE(&n->queue, f, link);
+		drop_fill(f);
+	}
+	while ((f = TAILQ_FIRST(&n->done)) != NULL) {
+		TAILQ_REMOVE(&n->done, f, link);
+		drop_fill(f);
+	}
+	event_free(n->done_ev);
+	free(n->fetchers);
+	free(n->inflight);
+	n->fetchers = NULL;
+	pthread_cond_destroy(&n->queue_cond);
+	pthread_mutex_destroy(&n->queue_lock);
+}
