@@ -18,15 +18,17 @@
 
 #include <openssl/evp.h>
 
-#define TMP_PREFIX ".objstore-tmp."
-#define ETAG_XATTR "user.mirrorplane.etag"
-#define IO_CHUNK   (1024 * 1024)
-#define LIST_DEPTH 64
+#define TMP_PREFIX   ".objstore-tmp."
+#define ETAG_XATTR   "user.mirrorplane.etag"
+#define IO_CHUNK     (1024 * 1024)
+#define LIST_DEPTH   64
+#define SMALL_OBJECT (16 * 1024)
 
 struct objstore_file {
 	struct objstore base;
 	char *dir;
 	int dirfd;
+	struct ldir *ldirs; /* LIST_DEPTH + 1: the last page's path, for the next page */
 };
 
 static struct objstore_file *F(struct objstore *st)
@@ -101,8 +103,8 @@ static int md5_hex(const void *data, size_t len, char out[OBJSTORE_ETAG_MAX])
 	return 0;
 }
 
-/* ETag of an open file: the stored attribute, or the MD5 of its bytes. */
-static int fd_etag(int fd, char out[OBJSTORE_ETAG_MAX])
+/* ETag of an open file of `size` bytes: the stored attribute, or the MD5 of its bytes. */
+static int fd_etag(int fd, uint64_t size, char out[OBJSTORE_ETAG_MAX])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -116,6 +118,24 @@ static int fd_etag(int fd, char out[OBJSTORE_ETAG_MAX])
 	if (n == 32) {
 		out[n] = '\0';
 		return 0;
+	}
+	if (size < SMALL_OBJECT) {
+		/* Small objects, the common case of a listing: `size` bytes in one read (the
+		 * ETag goes with the size the caller reports). */
+		char small[SMALL_OBJECT];
+		size_t got = 0;
+		while (got < size) {
+			n = pread(fd, small + got, size - got, (off_t)got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return -errno;
+			if (n == 0)
+				break; /* shrunk meanwhile: hash what is there now */
+			got += (size_t)n;
+		}
+		if (got == size)
+			return md5_hex(small, got, out);
 	}
 	ctx = EVP_MD_CTX_new();
 	buf = malloc(IO_CHUNK);
@@ -307,7 +327,7 @@ static int file_head(struct objstore *st, const char *key, uint64_t *ret_size,
 	if (rc < 0)
 		return rc;
 	if (ret_etag) {
-		rc = fd_etag(fd, etag);
+		rc = fd_etag(fd, (uint64_t)sb.st_size, etag);
 		if (rc < 0) {
 			close(fd);
 			return errno_fail(st, key, "read", -rc, err);
@@ -333,132 +353,359 @@ static int file_del(struct objstore *st, const char *key, struct objstore_error 
 	return 0;
 }
 
-struct keylist {
-	char **keys;
-	size_t n, cap;
-	const char *want; /* full prefix (store prefix + list prefix) */
+/* ---- Listing ----
+ *
+ * Keys come out in S3's byte order without collecting and sorting the tree. Each directory's
+ * entries are sorted by the key they stand for: a file "a" by "a", a directory "a" by "a/",
+ * the start of every key below it (so "a-b" < directory "a" < "a0", as '-' < '/' < '0').
+ * Visiting them in that order, depth first, yields keys in byte order. A page finds where
+ * to start by binary search for the continuation token in each directory on its way down,
+ * never enters a directory that cannot hold a wanted key, and stops at the first key past
+ * max_keys, so a whole listing reads each directory about once. The sorted directories on
+ * the path of the last page are kept for the next page while they are unchanged (same
+ * inode, mtime and ctime): a flat directory of 100,000 files is read once, not per page. */
+
+/* One directory entry: its name, plus '/' after it for a directory, is its sort key. */
+struct lent {
+	const char *name;
+	uint16_t len;
+	bool dir;
 };
 
-static int keylist_add(struct keylist *kl, const char *path)
+/* The entries of one directory, sorted. */
+struct ldir {
+	char *rel; /* NULL (unused), "" or "a/b/" */
+	struct lent *ents;
+	size_t n;
+	char *names;
+	dev_t dev;
+	ino_t ino;
+	struct timespec mtim, ctim;
+};
+
+static void ldir_clear(struct ldir *d)
 {
-	if (kl->n == kl->cap) {
-		size_t cap = kl->cap ? kl->cap * 2 : 64;
-		char **k = realloc(kl->keys, cap * sizeof(*k));
-		if (k == NULL)
-			return -ENOMEM;
-		kl->keys = k;
-		kl->cap = cap;
+	free(d->rel);
+	free(d->ents);
+	free(d->names);
+	memset(d, 0, sizeof(*d));
+}
+
+static void ldirs_clear(struct objstore_file *f)
+{
+	for (int i = 0; i <= LIST_DEPTH; i++)
+		ldir_clear(&f->ldirs[i]);
+}
+
+/* Byte i of an entry's sort key, or -1 past its end. */
+static int lent_at(const struct lent *e, size_t i)
+{
+	if (i < e->len)
+		return (unsigned char)e->name[i];
+	return i == e->len && e->dir ? '/' : -1;
+}
+
+static int lent_cmp(const void *a, const void *b)
+{
+	const struct lent *x = a, *y = b;
+	size_t m = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->name, y->name, m);
+
+	/* Names in one directory differ, so the byte after the common part decides. */
+	return c != 0 ? c : lent_at(x, m) - lent_at(y, m);
+}
+
+static int lent_cmp_str(const struct lent *e, const char *t)
+{
+	for (size_t i = 0;; i++) {
+		int a = lent_at(e, i), b = (unsigned char)t[i];
+		if (b == 0)
+			return a < 0 ? 0 : 1;
+		if (a != b)
+			return a < 0 ? -1 : a - b;
 	}
-	kl->keys[kl->n] = strdup(path);
-	if (kl->keys[kl->n] == NULL)
-		return -ENOMEM;
-	kl->n++;
+}
+
+/* Whether a directory's keys all start with t, or t starts with its sort key. */
+static bool lent_overlaps(const struct lent *e, const char *t)
+{
+	size_t n = strnlen(t, e->len + 1u);
+
+	if (n <= e->len)
+		return memcmp(e->name, t, n) == 0;
+	return memcmp(e->name, t, e->len) == 0 && (e->dir ? t[e->len] == '/' : false);
+}
+
+/* Index of the first entry whose keys can be > t (strict) or >= t: the first that sorts after
+ * (or at) t, or the directory just before it whose sort key t starts with. */
+static size_t ldir_seek(const struct ldir *d, const char *t, bool strict)
+{
+	size_t lo = 0, hi = d->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = lent_cmp_str(&d->ents[mid], t);
+		if (c < 0 || (strict && c == 0))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo > 0 && d->ents[lo - 1].dir && lent_overlaps(&d->ents[lo - 1], t))
+		lo--;
+	return lo;
+}
+
+static int ldir_read(struct ldir *d, int fd, const char *rel)
+{
+	size_t cap = 0, used = 0, ncap = 0;
+	struct dirent *de;
+	DIR *dir;
+	int dfd = dup(fd), rc = 0;
+
+	dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (dir == NULL) {
+		rc = -errno;
+		if (dfd >= 0)
+			close(dfd);
+		return rc;
+	}
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(dir)) == NULL) {
+			rc = -errno;
+			break;
+		}
+		const char *name = de->d_name;
+		size_t len = strlen(name);
+		unsigned char type = de->d_type;
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+		    strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 || len > NAME_MAX)
+			continue;
+		if (type == DT_UNKNOWN) {
+			struct stat sb;
+			if (fstatat(fd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+				continue;
+			type = S_ISDIR(sb.st_mode)   ? DT_DIR
+			       : S_ISREG(sb.st_mode) ? DT_REG
+			                             : DT_UNKNOWN;
+		}
+		if (type != DT_DIR && type != DT_REG)
+			continue; /* symbolic links and special files are not keys */
+		if (d->n == ncap) {
+			size_t c = ncap ? ncap * 2 : 64;
+			struct lent *e = realloc(d->ents, c * sizeof(*e));
+			if (e == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			d->ents = e;
+			ncap = c;
+		}
+		if (used + len + 1 > cap) {
+			size_t c = cap ? cap * 2 : 4096;
+			while (c < used + len + 1)
+				c *= 2;
+			char *p = realloc(d->names, c);
+			if (p == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			d->names = p;
+			cap = c;
+		}
+		memcpy(d->names + used, name, len + 1);
+		/* An offset until the names stop moving. */
+		d->ents[d->n++] = (struct lent){.name = (const char *)(uintptr_t)used,
+		                                .len = (uint16_t)len,
+		                                .dir = type == DT_DIR};
+		used += len + 1;
+	}
+	closedir(dir);
+	if (rc == 0 && (d->rel = strdup(rel)) == NULL)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		ldir_clear(d);
+		return rc;
+	}
+	for (size_t i = 0; i < d->n; i++)
+		d->ents[i].name = d->names + (uintptr_t)d->ents[i].name;
+	if (d->n > 1)
+		qsort(d->ents, d->n, sizeof(*d->ents), lent_cmp);
 	return 0;
 }
 
-/* Collects regular files under rel (relative to dirfd) whose path starts with kl->want. */
-static int walk(int dirfd, const char *rel, int depth, struct keylist *kl)
+/* The sorted entries of the open directory fd at rel, kept at depth for the next page. */
+static int ldir_get(struct objstore_file *f, int depth, int fd, const char *rel, struct ldir **ret)
 {
-	size_t rlen = strlen(rel), wlen = strlen(kl->want);
-	struct dirent *de;
-	DIR *d;
-	int fd, rc = 0;
+	struct ldir *d = &f->ldirs[depth];
+	struct stat sb;
+	int rc;
+
+	/* Stat before reading: a change during the read shows on the next page. */
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	if (d->rel == NULL || strcmp(d->rel, rel) != 0 || d->dev != sb.st_dev ||
+	    d->ino != sb.st_ino || d->mtim.tv_sec != sb.st_mtim.tv_sec ||
+	    d->mtim.tv_nsec != sb.st_mtim.tv_nsec || d->ctim.tv_sec != sb.st_ctim.tv_sec ||
+	    d->ctim.tv_nsec != sb.st_ctim.tv_nsec) {
+		ldir_clear(d);
+		rc = ldir_read(d, fd, rel);
+		if (rc < 0)
+			return rc;
+		d->dev = sb.st_dev;
+		d->ino = sb.st_ino;
+		d->mtim = sb.st_mtim;
+		d->ctim = sb.st_ctim;
+	}
+	*ret = d;
+	return 0;
+}
+
+struct lwalk {
+	struct objstore_file *f;
+	const char *want; /* keys start with this (store prefix + list prefix) */
+	size_t wlen;
+	const char *after; /* and sort after this (store prefix + token), or NULL */
+	int max_keys, emitted;
+	bool more;   /* a key past this page exists */
+	int cb_rc;   /* what the callback stopped the listing with */
+	size_t plen; /* of the store prefix, cut from the keys given */
+	objstore_list_cb cb;
+	void *arg;
+	char last[PATH_MAX]; /* the last key given */
+	char path[PATH_MAX]; /* the directory being walked, then each entry's path */
+};
+
+/* The file name in directory fd, whose key is w->path (len bytes). */
+static int lwalk_file(struct lwalk *w, int fd, const char *name, size_t len)
+{
+	char etag[OBJSTORE_ETAG_MAX];
+	struct stat sb;
+	int ffd, rc;
+
+	if (w->after && strcmp(w->path, w->after) <= 0)
+		return 0;
+	if (w->emitted == w->max_keys) {
+		w->more = true;
+		return 1;
+	}
+	/* O_NONBLOCK: a FIFO put there meanwhile must not hang the listing. */
+	ffd = openat(fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (ffd < 0)
+		return 0; /* deleted meanwhile */
+	if (fstat(ffd, &sb) < 0 || !S_ISREG(sb.st_mode) ||
+	    fd_etag(ffd, (uint64_t)sb.st_size, etag) < 0) {
+		close(ffd);
+		return 0;
+	}
+	close(ffd);
+	struct objstore_entry e = {
+	    .key = w->path + w->plen, .size = (uint64_t)sb.st_size, .etag = etag};
+	rc = w->cb(w->arg, &e);
+	if (rc < 0) {
+		w->cb_rc = rc;
+		return rc;
+	}
+	w->emitted++;
+	memcpy(w->last, w->path, len + 1);
+	return 0;
+}
+
+/* Walks the directory w->path (rlen bytes, "" or ending with '/'). 0 when it is done, 1 when
+ * the page is full, or a negative errno. */
+static int lwalk_dir(struct lwalk *w, size_t rlen, int depth)
+{
+	const char *wrest = rlen < w->wlen ? w->want + rlen : NULL;
+	struct ldir *d = NULL;
+	size_t i = 0;
+	int fd, rc;
 
 	if (depth > LIST_DEPTH)
 		return 0;
-	/* Prune directories that cannot hold a matching key. */
-	if (rlen > 0 && strncmp(rel, kl->want, rlen < wlen ? rlen : wlen) != 0)
-		return 0;
-	fd = openat(dirfd, rlen ? rel : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	fd = openat(w->f->dirfd, rlen ? w->path : ".",
+	            O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -errno;
+		return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 : -errno;
+	rc = ldir_get(w->f, depth, fd, w->path, &d);
+	if (rc < 0)
+		goto out;
+	if (w->after && strncmp(w->after, w->path, rlen) == 0)
+		i = ldir_seek(d, w->after + rlen, true);
+	if (wrest) {
+		size_t j = ldir_seek(d, wrest, false);
+		i = j > i ? j : i;
 	}
-	while (rc == 0 && (de = readdir(d)) != NULL) {
-		char path[PATH_MAX];
-		struct stat sb;
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0)
+	for (; i < d->n; i++) {
+		const struct lent *e = &d->ents[i];
+		size_t len = rlen + e->len + (e->dir ? 1 : 0);
+		if (wrest && !lent_overlaps(e, wrest)) {
+			if (lent_cmp_str(e, wrest) > 0)
+				break; /* past every wanted key */
 			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s%s", rel, de->d_name) >= sizeof(path))
-			continue;
-		if (fstatat(dirfd, path, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(sb.st_mode)) {
-			strcat(path, "/");
-			rc = walk(dirfd, path, depth + 1, kl);
-		} else if (S_ISREG(sb.st_mode) && strncmp(path, kl->want, wlen) == 0) {
-			rc = keylist_add(kl, path);
 		}
+		if (len >= sizeof(w->path))
+			continue;
+		memcpy(w->path + rlen, e->name, e->len);
+		if (e->dir)
+			w->path[rlen + e->len] = '/';
+		w->path[len] = '\0';
+		if (!e->dir)
+			rc = lwalk_file(w, fd, e->name, len);
+		else if (w->after == NULL || strcmp(w->path, w->after) > 0 ||
+		         strncmp(w->after, w->path, len) == 0)
+			rc = lwalk_dir(w, len, depth + 1);
+		if (rc != 0)
+			break;
 	}
-	closedir(d);
+	w->path[rlen] = '\0';
+out:
+	close(fd);
 	return rc;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static int file_list(struct objstore *st, const char *prefix, const char *continuation,
                      int max_keys, objstore_list_cb cb, void *arg, char **ret_next,
                      struct objstore_error *err)
 {
-	char want[OBJSTORE_KEY_MAX * 2 + 2], etag[OBJSTORE_ETAG_MAX];
-	struct keylist kl = {.want = want};
-	size_t plen = strlen(st->prefix), i = 0;
+	char want[OBJSTORE_KEY_MAX + 2], after[OBJSTORE_KEY_MAX + 4098];
+	struct objstore_file *f = F(st);
+	struct lwalk *w;
 	char *next = NULL;
-	int emitted = 0, rc;
+	int rc;
 
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
 	snprintf(want, sizeof(want), "%s%s", st->prefix, prefix);
-	rc = walk(F(st)->dirfd, "", 0, &kl);
-	if (rc < 0) {
+	if (continuation)
+		snprintf(after, sizeof(after), "%s%s", st->prefix, continuation);
+	*w = (struct lwalk){.f = f,
+	                    .want = want,
+	                    .wlen = strlen(want),
+	                    .after = continuation ? after : NULL,
+	                    .max_keys = max_keys,
+	                    .plen = strlen(st->prefix),
+	                    .cb = cb,
+	                    .arg = arg};
+	/* A new listing reads the tree afresh. */
+	if (continuation == NULL)
+		ldirs_clear(f);
+	rc = lwalk_dir(w, 0, 0);
+	if (rc < 0 && w->cb_rc == 0)
 		rc = objstore_fail(err, rc, 0, "IOError", "%s: listing %s: %s", st->bucket, want,
 		                   strerror(-rc));
-		goto out;
-	}
-	if (kl.n > 1)
-		qsort(kl.keys, kl.n, sizeof(*kl.keys), cmp_str);
-	/* The token is the last key of the previous page (relative to the store prefix). */
-	if (continuation)
-		while (i < kl.n && strcmp(kl.keys[i] + plen, continuation) <= 0)
-			i++;
-	for (; i < kl.n && emitted < max_keys; i++) {
-		struct objstore_entry e = {.key = kl.keys[i] + plen, .etag = etag};
-		struct stat sb;
-		int fd = openat(F(st)->dirfd, kl.keys[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue; /* deleted meanwhile */
-		if (fstat(fd, &sb) < 0 || fd_etag(fd, etag) < 0) {
-			close(fd);
-			continue;
-		}
-		close(fd);
-		e.size = (uint64_t)sb.st_size;
-		rc = cb(arg, &e);
-		if (rc < 0)
-			goto out;
-		emitted++;
-	}
-	if (i < kl.n && emitted > 0) {
-		next = strdup(kl.keys[i - 1] + plen);
-		if (next == NULL) {
-			rc = -ENOMEM;
-			goto out;
-		}
-	}
+	if (rc >= 0 && w->more && (next = strdup(w->last + w->plen)) == NULL)
+		rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+	if (rc < 0 || next == NULL)
+		ldirs_clear(f); /* the listing is over */
+	free(w);
+	if (rc < 0)
+		return rc;
 	if (ret_next)
 		*ret_next = next;
 	else
 		free(next);
-out:
-	for (size_t j = 0; j < kl.n; j++)
-		free(kl.keys[j]);
-	free(kl.keys);
-	return rc;
+	return 0;
 }
 
 static void file_free(struct objstore *st)
@@ -467,6 +714,9 @@ static void file_free(struct objstore *st)
 
 	if (f->dirfd >= 0)
 		close(f->dirfd);
+	if (f->ldirs)
+		ldirs_clear(f);
+	free(f->ldirs);
 	free(f->dir);
 	free(f);
 }
@@ -491,11 +741,13 @@ int objstore_file_new(const char *dir, const char *prefix, struct objstore **ret
 		return -ENOMEM;
 	f->base.ops = &file_ops;
 	f->dir = strdup(dir);
+	f->ldirs = calloc(LIST_DEPTH + 1, sizeof(*f->ldirs));
 	f->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (f->dir == NULL || f->dirfd < 0) {
-		int e = f->dir == NULL ? ENOMEM : errno;
+	if (f->dir == NULL || f->ldirs == NULL || f->dirfd < 0) {
+		int e = f->dir == NULL || f->ldirs == NULL ? ENOMEM : errno;
 		if (f->dirfd >= 0)
 			close(f->dirfd);
+		free(f->ldirs);
 		free(f->dir);
 		free(f);
 		return objstore_fail(err, -e, 0, e == ENOENT ? "NoSuchBucket" : "IOError",
