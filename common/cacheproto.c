@@ -50,6 +50,8 @@ int cacheproto_parse_block_read(const msgpack_object *body, uint64_t block_size,
 {
 	struct block_request r;
 	memset(&r, 0, sizeof(r));
+	if (block_size == 0)
+		return bad(err, errlen, "%s: block size 0", "BLOCK_READ");
 	if (body == NULL || body->type != MSGPACK_OBJECT_MAP)
 		return bad(err, errlen, "%s: body is not a map", "BLOCK_READ");
 	int rc;
@@ -191,15 +193,20 @@ int cacheproto_parse_members(const msgpack_object *body, struct cache_member *ou
 	int rc = msg_get_array(body, "members", true, CACHE_MEMBERS_MAX, &a, err, errlen);
 	if (rc != 0)
 		return rc < 0 ? rc : -EINVAL;
-	size_t n = 0;
-	for (uint32_t i = 0; i < a->size && n < cap; i++) {
+	/* Every item is checked before out is written. */
+	for (uint32_t i = 0; i < a->size; i++) {
 		char why[200];
-		rc = cacheproto_parse_member(&a->ptr[i], &out[n], why, sizeof(why));
+		struct cache_member m;
+		rc = cacheproto_parse_member(&a->ptr[i], &m, why, sizeof(why));
 		if (rc < 0) {
 			snprintf(err, errlen, "members[%u]: %s", i, why);
 			return rc;
 		}
-		n++;
+	}
+	size_t n = 0;
+	for (uint32_t i = 0; i < a->size && n < cap; i++) {
+		char why[200];
+		cacheproto_parse_member(&a->ptr[i], &out[n++], why, sizeof(why));
 	}
 	*ret_n = n;
 	return 0;

@@ -36,8 +36,8 @@ struct block_request {
 	size_t grant_len;
 };
 
-/* Parses a BLOCK_READ body against the node's block size. Returns 0 or
- * -EINVAL with the reason in err. */
+/* Parses a BLOCK_READ body against the node's block size. Returns 0, or
+ * -EINVAL (-E2BIG for an oversized string) with the reason in err. */
 int cacheproto_parse_block_read(const msgpack_object *body, uint64_t block_size,
                                 struct block_request *ret, char *err, size_t errlen);
 /* Packs a BLOCK_READ body's fields (no map header); returns how many. */

@@ -186,47 +186,24 @@ uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g)
 	return bs;
 }
 
-/* One BLOCK_READ at one node; the bytes are copied into buf. */
-static int read_at(struct mp_client *c, struct server_entry *s, const struct block_request *req,
-                   void *buf, size_t *ret_len, char *ret_source, mp_error *err)
+/* The bytes of a BLOCK_READ answer, copied into buf. */
+static int take_block(const struct server_entry *s, struct reply *rep,
+                      const struct block_request *req, void *buf, char *ret_source, mp_error *err)
 {
-	struct channel *ch;
-	bool pooled, sent;
-	int r = servers_get_channel(c, s, &ch, &pooled, err);
-	if (r < 0)
-		return r;
-	struct request_body b;
-	request_init(&b, MT_BLOCK_READ);
-	b.nfields = cacheproto_pack_block_fields(&b.pk, req);
-	struct reply rep;
-	r = channel_call(ch, &b, NULL, c->cfg.timeout_ms, &rep, &sent, err);
-	request_destroy(&b);
-	if (r < 0) {
-		channel_close(ch);
-		return r;
-	}
-	servers_put_channel(s, ch);
-	if (rep.is_error) {
-		r = client_answer_error(&rep, s->address, err);
-		reply_release(&rep);
-		return r;
-	}
+	if (rep->is_error)
+		return client_answer_error(rep, s->address, err);
 	const char *data, *src;
-	size_t len, srclen;
+	size_t len = 0, srclen;
 	char why[200];
-	if (msg_get_bytes(rep.frame.body, "data", true, 0, CACHE_BLOCK_MAX, &data, &len, why,
+	if (msg_get_bytes(rep->frame.body, "data", true, 0, CACHE_BLOCK_MAX, &data, &len, why,
 	                  sizeof(why)) != 0 ||
-	    len != req->length) {
-		reply_release(&rep);
+	    len != req->length)
 		return mperr(err, -EPROTO, "%s: block read answered %s", s->address,
 		             len != req->length ? "the wrong number of bytes" : why);
-	}
 	memcpy(buf, data, len);
-	if (ret_source != NULL && msg_get_bytes(rep.frame.body, "source", false, 1, 15, &src,
-	                                        &srclen, why, sizeof(why)) == 0)
+	if (msg_get_bytes(rep->frame.body, "source", false, 1, 15, &src, &srclen, why,
+	                  sizeof(why)) == 0)
 		snprintf(ret_source, 16, "%.*s", (int)srclen, src);
-	reply_release(&rep);
-	*ret_len = len;
 	return 0;
 }
 
@@ -250,28 +227,58 @@ int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct bloc
 	mp_error last = {0};
 	last.code = -ENODATA;
 	snprintf(last.message, sizeof(last.message), "no cache node could serve");
+	struct request_body b;
+	request_init(&b, MT_BLOCK_READ);
+	b.nfields = cacheproto_pack_block_fields(&b.pk, req);
+	bool skip[CACHE_MEMBERS_MAX] = {0};
 	size_t tried = 0;
-	for (size_t i = 0; i < n && tried < max_nodes; i++) {
+	int r = -ENODATA;
+	for (size_t i = 0; i < n && tried < max_nodes && r != 0; i++) {
 		struct server_entry *s = nodes[order[i]];
-		if (weights[order[i]] == 0 && i > 0)
-			break; /* draining nodes only as owners of last resort */
+		if (skip[i] || (weights[order[i]] == 0 && i > 0))
+			continue; /* draining nodes only as owners of last resort */
 		if (servers_is_down(s))
 			continue;
 		tried++;
-		size_t len;
+		/* The next node in HRW order is this read's hedge. */
+		struct server_entry *backup = NULL;
+		size_t bi = 0;
+		for (size_t j = i + 1; backup == NULL && tried < max_nodes && j < n; j++)
+			if (!skip[j] && weights[order[j]] > 0 &&
+			    !servers_is_down(nodes[order[j]])) {
+				backup = nodes[order[j]];
+				bi = j;
+			}
+		struct server_entry *served;
+		struct reply rep;
+		enum attempt a = route_hedged(c, s, NULL, backup, NULL, &b, c->cfg.timeout_ms, &rep,
+		                              &served, &last);
+		if (served != s) {
+			skip[bi] = true;
+			tried++;
+		}
+		if (a != ATTEMPT_ANSWERED) {
+			servers_mark_down(c, served, 0, 0, "%s", last.message);
+			continue;
+		}
 		char source[16] = "";
-		int r = read_at(c, s, req, buf, &len, source, &last);
+		r = take_block(served, &rep, req, buf, source, &last);
+		reply_release(&rep);
 		if (r == 0) {
 			if (call != NULL)
 				snprintf(call->served_by, sizeof(call->served_by), "cache %s (%s)",
-				         s->address, source);
-			return 0;
+				         served->address, source);
+			break;
 		}
-		/* A node that does not hold a block it was asked for as a peer,
-		 * or is refused a read, is not broken. */
-		if (r == -ENOENT || r == -EACCES || r == -EINVAL)
-			continue;
-		servers_mark_down(c, s, 0, 0, "%s", last.message);
+		/* A node that answers (a peer read of a block it lacks, a
+		 * refusal, a source that failed it) is not broken; one that
+		 * garbles its answer is. */
+		if (r == -EPROTO)
+			servers_mark_down(c, served, 0, 0, "%s", last.message);
+		r = -ENODATA;
 	}
+	request_destroy(&b);
+	if (r == 0)
+		return 0;
 	return mperr(err, last.code == -EACCES ? -EACCES : -ENODATA, "%s", last.message);
 }

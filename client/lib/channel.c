@@ -446,6 +446,33 @@ int channel_call(struct channel *ch, const struct request_body *b, const struct 
 	return r;
 }
 
+int channel_send(struct channel *ch, const struct request_body *b, const struct read_fields *rf,
+                 uint64_t timeout_ms, uint64_t *ret_id, mp_error *err)
+{
+	uint64_t id = ch->next_id++;
+	int r = send_frame(ch, b, rf, id, client_now_ns() + (int64_t)timeout_ms * 1000000, err);
+	if (r == 0)
+		*ret_id = id;
+	return r;
+}
+
+int channel_receive(struct channel *ch, uint64_t id, int64_t deadline_ns, struct reply *ret,
+                    mp_error *err)
+{
+	int r = read_answer(ch, id, deadline_ns, ret, err);
+	ch->last_used_ns = client_now_ns();
+	return r;
+}
+
+bool channel_readable(struct channel *ch, int timeout_ms)
+{
+	if (ch->ssl != NULL && SSL_pending(ch->ssl) > 0)
+		return true;
+	struct pollfd p = {.fd = ch->fd, .events = POLLIN};
+	int n = poll(&p, 1, timeout_ms);
+	return n > 0;
+}
+
 static void copy_field(const msgpack_object *body, const char *key, char *out, size_t outlen)
 {
 	const char *p;
@@ -537,4 +564,9 @@ bool channel_alive(struct channel *ch)
 	/* Nothing is ever due on an idle channel: anything readable is EOF,
 	 * an error, or a goodbye. */
 	return n == 0;
+}
+
+int channel_fd(const struct channel *ch)
+{
+	return ch->fd;
 }

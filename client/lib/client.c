@@ -63,6 +63,8 @@ MP_EXPORT int mp_client_open(const mp_config *cfg, mp_client **ret, mp_error *er
 	pthread_mutex_init(&c->lock, NULL);
 	servers_init(c);
 	cachegroup_init(&c->group, NULL);
+	pthread_mutex_init(&c->legs_lock, NULL);
+	pthread_cond_init(&c->legs_cond, NULL);
 	int r = servers_add_configured(c, err);
 	if (r == 0 && c->cfg.tls_enabled)
 		r = open_tls(c, err);
@@ -81,10 +83,18 @@ MP_EXPORT void mp_client_close(mp_client *c)
 	if (c == NULL)
 		return;
 	session_save(c, NULL);
+	if (route_quiesce(c))
+		client_destroy(c);
+}
+
+void client_destroy(struct mp_client *c)
+{
 	servers_destroy(c);
 	SSL_CTX_free(c->tls.ctx);
 	buckets_destroy(c);
 	cachegroup_destroy(&c->group);
+	pthread_cond_destroy(&c->legs_cond);
+	pthread_mutex_destroy(&c->legs_lock);
 	pthread_mutex_destroy(&c->lock);
 	site_config_release(&c->cfg);
 	free(c);
@@ -146,227 +156,6 @@ int client_answer_error(const struct reply *r, const char *what, mp_error *err)
 		return mperr(err, r->error_code, "%s: %s: %.*s", what, mperr_name(r->error_code),
 		             len, r->error_msg);
 	return mperr(err, r->error_code, "%s: %.*s", mperr_name(r->error_code), len, r->error_msg);
-}
-
-static void note_server(mp_call *call, const struct server_entry *s)
-{
-	if (call != NULL)
-		snprintf(call->served_by, sizeof(call->served_by), "%s %s",
-		         s->is_primary ? "primary" : "mirror", s->address);
-}
-
-/* An answer that sends the client on to the next server: a draining one. */
-static bool passed_on(struct reply *ret, const struct server_entry *s, mp_error *last)
-{
-	if (!ret->is_error || ret->error_code != -ESHUTDOWN)
-		return false;
-	client_answer_error(ret, s->address, last);
-	reply_release(ret);
-	return true;
-}
-
-static void answered(struct mp_client *c, mp_call *call, const struct server_entry *s,
-                     const struct reply *ret, bool bump_session, unsigned fallbacks)
-{
-	if (bump_session)
-		client_session_bump(c, ret->version);
-	note_server(call, s);
-	if (call != NULL) {
-		call->version = ret->version;
-		call->fallbacks += fallbacks;
-	}
-}
-
-static int unanswered(mp_call *call, unsigned fallbacks, const mp_error *last, const char *what,
-                      mp_error *err)
-{
-	if (call != NULL)
-		call->fallbacks += fallbacks;
-	return mperr(err, last->code ? last->code : -EHOSTUNREACH, "%s: %s", what, last->message);
-}
-
-enum attempt { ATTEMPT_ANSWERED, ATTEMPT_FAILED, ATTEMPT_UNKNOWN };
-
-/* One request at one server, with one retry on a fresh connection when a
- * pooled one turns out dead before the request reached the server (a
- * restarted server). */
-static enum attempt attempt(struct mp_client *c, struct server_entry *s,
-                            const struct request_body *b, const struct read_fields *rf,
-                            uint64_t timeout_ms, struct reply *ret, mp_error *err)
-{
-	for (int tries = 0; tries < 2; tries++) {
-		struct channel *ch;
-		bool pooled, sent;
-		if (servers_get_channel(c, s, &ch, &pooled, err) < 0)
-			return ATTEMPT_FAILED;
-		int r = channel_call(ch, b, rf, timeout_ms, ret, &sent, err);
-		if (r == 0) {
-			servers_put_channel(s, ch);
-			return ATTEMPT_ANSWERED;
-		}
-		channel_close(ch);
-		if (r == -ETIMEDOUT)
-			return sent ? ATTEMPT_UNKNOWN : ATTEMPT_FAILED;
-		/* A pooled connection the server had already closed: the request
-		 * was refused by the socket, or read back as a reset. */
-		if (pooled && (r == -EPIPE || r == -ECONNRESET))
-			continue;
-		return sent ? ATTEMPT_UNKNOWN : ATTEMPT_FAILED;
-	}
-	return ATTEMPT_FAILED;
-}
-
-static int strong_version(struct mp_client *c, mp_call *call, uint64_t *ret, mp_error *err)
-{
-	struct request_body b;
-	request_init(&b, MT_VERSION);
-	struct reply rep;
-	mp_call sub = {0};
-	int r = client_primary(c, &b, &sub, &rep, err);
-	request_destroy(&b);
-	if (r < 0)
-		return r;
-	*ret = rep.version;
-	reply_release(&rep);
-	if (call != NULL)
-		call->fallbacks += sub.fallbacks;
-	return 0;
-}
-
-/* A handle with a session file must know its cluster (to read the file)
- * before its first read picks a min_version. */
-static void ensure_session(struct mp_client *c)
-{
-	if (c->cfg.session_file == NULL)
-		return;
-	pthread_mutex_lock(&c->lock);
-	bool known = c->cluster_id[0] != '\0';
-	pthread_mutex_unlock(&c->lock);
-	for (size_t i = 0; !known && i < c->servers.n; i++) {
-		struct server_entry *s = c->servers.entries[i];
-		if (!servers_routable(s))
-			continue;
-		struct channel *ch;
-		bool pooled;
-		mp_error e;
-		if (servers_is_down(s))
-			continue;
-		if (servers_get_channel(c, s, &ch, &pooled, &e) < 0) {
-			servers_mark_down(c, s, 0, 0, "%s", e.message);
-			continue;
-		}
-		servers_put_channel(s, ch);
-		known = true;
-	}
-}
-
-int client_read(struct mp_client *c, const struct request_body *b, mp_call *call, struct reply *ret,
-                mp_error *err)
-{
-	ensure_session(c);
-	enum mp_consistency level = client_level(c, call);
-	struct read_fields rf = {0};
-	uint64_t timeout = c->cfg.timeout_ms;
-	rf.send_deadline = true;
-	/* The mirror must answer (or say STALE) well inside our timeout. */
-	rf.deadline_ms = c->cfg.read_deadline_ms;
-	if (rf.deadline_ms > timeout / 2)
-		rf.deadline_ms = timeout / 2;
-	if (level == MP_STRONG) {
-		int r = strong_version(c, call, &rf.min_version, err);
-		if (r < 0)
-			return r;
-	}
-	if (level != MP_EVENTUAL) {
-		uint64_t s = atomic_load(&c->session);
-		if (s > rf.min_version)
-			rf.min_version = s;
-	} else {
-		rf.max_staleness_ms =
-		    call && call->max_staleness_ms ? call->max_staleness_ms : c->max_staleness_ms;
-	}
-	mp_error last = {0};
-	unsigned fallbacks = 0;
-	struct servers *sv = &c->servers;
-	bool tried[SERVERS_MAX] = {0};
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < sv->n; i++) {
-			struct server_entry *s = sv->entries[i];
-			/* Pass 0: healthy servers; pass 1: the primaries that were
-			 * already marked down, as a last resort. */
-			if (tried[i] || (pass == 0 && servers_is_down(s)) ||
-			    (pass == 1 && !s->is_primary))
-				continue;
-			tried[i] = true;
-			if (!servers_routable(s))
-				continue;
-			bool mirror = !s->is_primary;
-			if (mirror && level != MP_EVENTUAL) {
-				uint64_t sess = atomic_load(&c->session);
-				if (sess > rf.min_version)
-					rf.min_version = sess;
-			}
-			enum attempt a = attempt(c, s, b, mirror ? &rf : NULL, timeout, ret, &last);
-			if (a != ATTEMPT_ANSWERED) {
-				if (pass == 0 || mirror)
-					servers_mark_down(c, s, rf.min_version, rf.max_staleness_ms,
-					                  "%s", last.message);
-				fallbacks++;
-				continue;
-			}
-			bool cannot_serve =
-			    ret->is_error && mirror &&
-			    (ret->error_code == -ESTALE || ret->error_code == -EAGAIN);
-			if (cannot_serve) {
-				servers_mark_down(c, s, rf.min_version, rf.max_staleness_ms, "%.*s",
-				                  (int)ret->error_msg_len, ret->error_msg);
-				client_answer_error(ret, s->address, &last);
-				reply_release(ret);
-			}
-			if (cannot_serve || passed_on(ret, s, &last)) {
-				fallbacks++;
-				continue;
-			}
-			answered(c, call, s, ret, level != MP_EVENTUAL, fallbacks);
-			return 0;
-		}
-	}
-	return unanswered(call, fallbacks, &last, "no server answered", err);
-}
-
-int client_primary(struct mp_client *c, const struct request_body *b, mp_call *call,
-                   struct reply *ret, mp_error *err)
-{
-	mp_error last = {0};
-	unsigned fallbacks = 0;
-	struct servers *sv = &c->servers;
-	bool tried[SERVERS_MAX] = {0};
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < sv->n; i++) {
-			struct server_entry *s = sv->entries[i];
-			if (!s->is_primary || tried[i] || (pass == 0 && servers_is_down(s)))
-				continue;
-			tried[i] = true;
-			enum attempt a = attempt(c, s, b, NULL, c->cfg.timeout_ms, ret, &last);
-			if (a == ATTEMPT_UNKNOWN && b->type != MT_VERSION)
-				/* Not retried elsewhere: the write may have happened. */
-				return mperr(err, last.code ? last.code : -EIO,
-				             "%s (the write may or may not have been applied)",
-				             last.message);
-			if (a != ATTEMPT_ANSWERED) {
-				servers_mark_down(c, s, 0, 0, "%s", last.message);
-				fallbacks++;
-				continue;
-			}
-			if (passed_on(ret, s, &last)) {
-				fallbacks++;
-				continue;
-			}
-			answered(c, call, s, ret, true, fallbacks);
-			return 0;
-		}
-	}
-	return unanswered(call, fallbacks, &last, "no primary answered", err);
 }
 
 int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err)

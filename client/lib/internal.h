@@ -168,6 +168,16 @@ struct read_fields {
 int channel_call(struct channel *ch, const struct request_body *b, const struct read_fields *rf,
                  uint64_t timeout_ms, struct reply *ret, bool *ret_sent, mp_error *err);
 
+/* The two halves of channel_call, for reads that race two servers: the
+ * request goes out (its id in *ret_id), then its answer is read. */
+int channel_send(struct channel *ch, const struct request_body *b, const struct read_fields *rf,
+                 uint64_t timeout_ms, uint64_t *ret_id, mp_error *err);
+int channel_receive(struct channel *ch, uint64_t id, int64_t deadline_ns, struct reply *ret,
+                    mp_error *err);
+/* Whether bytes are waiting (within timeout_ms). */
+bool channel_readable(struct channel *ch, int timeout_ms);
+int channel_fd(const struct channel *ch);
+
 /* ---- servers.c: the ordered server lists, pools, mark-down and probing ---- */
 struct server_entry {
 	char address[ADDRESS_MAX];
@@ -181,6 +191,8 @@ struct server_entry {
 	int64_t next_probe_ns;
 	uint64_t need_version;      /* to come back: applied at least this */
 	uint64_t need_staleness_ms; /* and no staler than this (0: any) */
+	int64_t latency_ns;         /* moving average of answered calls; 0: none yet */
+	int beaten;                 /* hedges lost in a row */
 	char why_down[MP_ERROR_MAX];
 };
 
@@ -233,6 +245,11 @@ struct mp_client {
 	struct bucket buckets[BUCKETS_MAX + 1];
 	size_t nbuckets;
 	struct cachegroup group; /* the site's cache group */
+	/* Hedge legs still running on their own threads. */
+	pthread_mutex_t legs_lock;
+	pthread_cond_t legs_cond;
+	int legs_running;
+	bool orphaned;
 };
 
 int servers_init(struct mp_client *c);
@@ -241,6 +258,9 @@ void servers_destroy(struct mp_client *c);
 int servers_get_channel(struct mp_client *c, struct server_entry *s, struct channel **ret,
                         bool *ret_pooled, mp_error *err);
 void servers_put_channel(struct server_entry *s, struct channel *ch);
+/* A pooled channel that still looks alive, or NULL (no connect). */
+struct channel *servers_take_pooled(struct server_entry *s);
+void servers_note_latency(struct server_entry *s, int64_t ns);
 void servers_mark_down(struct mp_client *c, struct server_entry *s, uint64_t need_version,
                        uint64_t need_staleness_ms, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -269,7 +289,27 @@ uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g);
 int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct block_request *req,
                     size_t max_nodes, void *buf, mp_call *call, mp_error *err);
 
-/* ---- client.c: routing ---- */
+/* ---- route.c: routing, fallback and hedging ---- */
+enum attempt { ATTEMPT_ANSWERED, ATTEMPT_FAILED, ATTEMPT_UNKNOWN };
+/* One request at one server (one retry on a fresh connection when a pooled
+ * one was dead). */
+enum attempt route_once(struct mp_client *c, struct server_entry *s, const struct request_body *b,
+                        const struct read_fields *rf, uint64_t timeout_ms, struct reply *ret,
+                        mp_error *err);
+/* A read at s, hedged to backup (NULL: none) after s's hedge delay; the
+ * first answer wins and *ret_served says whose it is. A server beaten by
+ * its backup is marked down. */
+enum attempt route_hedged(struct mp_client *c, struct server_entry *s,
+                          const struct read_fields *rf, struct server_entry *backup,
+                          const struct read_fields *rf_backup, const struct request_body *b,
+                          uint64_t timeout_ms, struct reply *ret, struct server_entry **ret_served,
+                          mp_error *err);
+/* At mp_client_close: true when no hedge leg runs; otherwise the handle is
+ * marked orphaned and the last leg frees it (client_destroy). */
+bool route_quiesce(struct mp_client *c);
+void client_destroy(struct mp_client *c);
+
+/* ---- client.c: the handle ---- */
 void client_learn(struct mp_client *c, const struct channel *ch);
 void client_session_bump(struct mp_client *c, uint64_t version);
 enum mp_consistency client_level(const struct mp_client *c, const mp_call *call);

@@ -149,6 +149,27 @@ int servers_get_channel(struct mp_client *c, struct server_entry *s, struct chan
 	return open_channel(c, s, ret, err);
 }
 
+struct channel *servers_take_pooled(struct server_entry *s)
+{
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		struct channel *ch = s->nidle > 0 ? s->idle[--s->nidle] : NULL;
+		pthread_mutex_unlock(&s->lock);
+		if (ch == NULL || channel_alive(ch))
+			return ch;
+		channel_close(ch);
+	}
+}
+
+void servers_note_latency(struct server_entry *s, int64_t ns)
+{
+	pthread_mutex_lock(&s->lock);
+	/* A moving average with weight 1/8, like TCP's srtt. */
+	s->latency_ns = s->latency_ns == 0 ? ns : s->latency_ns + (ns - s->latency_ns) / 8;
+	s->beaten = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
 void servers_put_channel(struct server_entry *s, struct channel *ch)
 {
 	pthread_mutex_lock(&s->lock);

@@ -426,12 +426,14 @@ bool blockstore_has(struct blockstore *bs, struct block_id id)
 	return has;
 }
 
-/* Drops e if it is still the entry the reader found bad. */
-static void drop_bad(struct blockstore *bs, const struct entry *seen, const char *what)
+/* Drops e if it is still the entry the reader found bad; returns -EIO
+ * then, -ENOENT when it was evicted or replaced meanwhile (a plain miss). */
+static int drop_bad(struct blockstore *bs, const struct entry *seen, const char *what)
 {
 	pthread_mutex_lock(&bs->lock);
 	struct entry *e = find(bs, seen->id);
-	if (live(e) && e->csum == seen->csum && e->length == seen->length) {
+	bool still = live(e) && e->csum == seen->csum && e->length == seen->length;
+	if (still) {
 		struct dir *d = &bs->dirs[e->dir];
 		log_warn("cache dir %s: block %016" PRIx64 "%016" PRIx64 " %s: dropped, refetching",
 		         d->path, e->id.hi, e->id.lo, what);
@@ -440,6 +442,7 @@ static void drop_bad(struct blockstore *bs, const struct entry *seen, const char
 		bs->corrupt++;
 	}
 	pthread_mutex_unlock(&bs->lock);
+	return still ? -EIO : -ENOENT;
 }
 
 int blockstore_get(struct blockstore *bs, struct block_id id, struct block_ref *ref)
@@ -470,26 +473,22 @@ int blockstore_get(struct blockstore *bs, struct block_id id, struct block_ref *
 		}
 		/* Evicted meanwhile is a plain miss; gone from under us is
 		 * damage. */
-		drop_bad(bs, &seen, "missing");
-		return -EIO;
+		return drop_bad(bs, &seen, "missing");
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != seen.length) {
 		close(fd);
-		drop_bad(bs, &seen, "truncated");
-		return -EIO;
+		return drop_bad(bs, &seen, "truncated");
 	}
 	void *map = mmap(NULL, seen.length, PROT_READ, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED) {
 		close(fd);
-		drop_bad(bs, &seen, "unmappable");
-		return -EIO;
+		return drop_bad(bs, &seen, "unmappable");
 	}
 	if (XXH3_64bits(map, seen.length) != seen.csum) {
 		munmap(map, seen.length);
 		close(fd);
-		drop_bad(bs, &seen, "fails its checksum");
-		return -EIO;
+		return drop_bad(bs, &seen, "fails its checksum");
 	}
 	ref->fd = fd;
 	ref->length = seen.length;
@@ -573,6 +572,8 @@ static int make_levels(int dfd, const char *name)
 
 int blockstore_put(struct blockstore *bs, struct block_id id, const void *data, uint32_t length)
 {
+	if (length == 0 || length > (64u << 20))
+		return -EINVAL; /* names carry at most 64 MiB; empty blocks are never asked for */
 	struct entry *e = calloc(1, sizeof(*e));
 	if (e == NULL)
 		return -ENOMEM;
@@ -588,6 +589,11 @@ int blockstore_put(struct blockstore *bs, struct block_id id, const void *data, 
 			return -ENOSPC;
 		}
 		struct dir *d = &bs->dirs[di];
+		if (length > d->capacity) {
+			pthread_mutex_unlock(&bs->lock);
+			free(e);
+			return -ENOSPC; /* larger than the dir itself: evicting would not help */
+		}
 		e->dir = (uint8_t)di;
 		struct entry *old = find(bs, id);
 		bool was_ghost = old != NULL && old->queue == Q_GHOST;
@@ -627,6 +633,9 @@ int blockstore_put(struct blockstore *bs, struct block_id id, const void *data, 
 		pthread_mutex_lock(&bs->lock);
 		d->used -= length;
 		if (r == 0 && !d->failed) {
+			struct entry *raced = find(bs, id); /* a put of the same block meanwhile */
+			if (raced != NULL)
+				forget(bs, raced);
 			r = insert(bs, e, was_ghost ? Q_MAIN : Q_SMALL);
 			pthread_mutex_unlock(&bs->lock);
 			if (r < 0)
