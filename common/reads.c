@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "grant.h"
 #include "proto.h"
 
 bool reads_is_read(uint32_t type)
@@ -16,15 +18,62 @@ bool reads_is_write(uint32_t type)
 	return type >= MT_MKDIR && type <= MT_BATCH;
 }
 
+/* With a cluster secret, a file's node comes with one read grant per
+ * extent of its layout (grants: [str...]), for the cache nodes. */
+static bool pack_grants(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
+{
+	if (v->secret == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
+		return false;
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	size_t off = 0;
+	bool ok = msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) ==
+	              MSGPACK_UNPACK_SUCCESS &&
+	          u.data.type == MSGPACK_OBJECT_ARRAY;
+	if (ok) {
+		int64_t now = (int64_t)time(NULL);
+		const msgpack_object_array *a = &u.data.via.array;
+		msg_pack_key(pk, "grants");
+		msgpack_pack_array(pk, a->size);
+		for (uint32_t i = 0; i < a->size; i++) {
+			const msgpack_object *e = &a->ptr[i];
+			char f[3][1100];
+			bool good = e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size >= 3;
+			for (int k = 0; good && k < 3; k++) {
+				const msgpack_object *x = &e->via.array.ptr[k];
+				good =
+				    x->type == MSGPACK_OBJECT_STR && x->via.str.size < sizeof(f[k]);
+				if (good)
+					snprintf(f[k], sizeof(f[k]), "%.*s", (int)x->via.str.size,
+					         x->via.str.ptr);
+			}
+			char g[GRANT_LEN + 1] = "";
+			if (good)
+				grant_make(v->secret, v->secret_len, f[0], f[1], f[2], now,
+				           GRANT_TTL_S, g);
+			msg_pack_cstr(pk, g);
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return ok;
+}
+
 static void reply_node(const struct read_view *v, struct conn *c, uint64_t id,
                        const struct node_rec *rec)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_REPLY, id, 2);
+	bool grants = v->secret != NULL && rec->type == NODE_FILE && rec->extra_len > 0;
+	msg_begin(&sb, &pk, MT_REPLY, id, grants ? 3 : 2);
 	msg_pack_key(&pk, "version");
 	msgpack_pack_uint64(&pk, v->version);
+	if (grants && !pack_grants(v, &pk, rec)) {
+		/* A layout that does not decode: answer without grants. */
+		msg_begin(&sb, &pk, MT_REPLY, id, 2);
+		msg_pack_key(&pk, "version");
+		msgpack_pack_uint64(&pk, v->version);
+	}
 	msg_pack_key(&pk, "node");
 	msg_pack_node(&pk, rec);
 	msg_end(&sb);

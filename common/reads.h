@@ -20,6 +20,8 @@ struct read_view {
 	const char *site;         /* a mirror's; NULL at the primary (not sent) */
 	int64_t staleness_ms;     /* since the state was known current; -1 unknown */
 	uint64_t primary_version; /* the newest primary version known */
+	const uint8_t *secret;    /* the cluster secret: nodes carry read grants; NULL: none */
+	size_t secret_len;
 };
 
 bool reads_is_read(uint32_t type);

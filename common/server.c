@@ -406,7 +406,10 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, srv->cfg.site != NULL ? 6 : 5);
+	/* A client token's uploads go under a key prefix of its own: the
+	 * primary accepts layouts through it only there. */
+	bool upload_prefix = !c->open_access && c->claims.kind == TOKEN_CLIENT;
+	msg_begin(&sb, &pk, MT_HELLO_OK, f->id, (srv->cfg.site != NULL ? 6 : 5) + upload_prefix);
 	msg_pack_key(&pk, "cluster_id");
 	msg_pack_cstr(&pk, cluster);
 	msg_pack_key(&pk, "version");
@@ -420,6 +423,12 @@ static void handle_hello(struct conn *c, const struct frame *f)
 	if (srv->cfg.site != NULL) {
 		msg_pack_key(&pk, "site");
 		msg_pack_cstr(&pk, srv->cfg.site);
+	}
+	if (upload_prefix) {
+		char prefix[TOKEN_NAME_MAX + 4];
+		snprintf(prefix, sizeof(prefix), "u/%s/", c->claims.name);
+		msg_pack_key(&pk, "upload_prefix");
+		msg_pack_cstr(&pk, prefix);
 	}
 	msg_end(&sb);
 	conn_send(c, sb.data, sb.size);

@@ -22,7 +22,9 @@ static void answer(struct mirror *m, struct conn *c, struct request *r)
 	                      .role = "mirror",
 	                      .site = m->cfg.site,
 	                      .staleness_ms = mirror_staleness_ms(m),
-	                      .primary_version = mirror_primary_version(m)};
+	                      .primary_version = mirror_primary_version(m),
+	                      .secret = m->secret,
+	                      .secret_len = m->secret_len};
 	reads_answer(&v, c, r->type, r->id, r->frame.body);
 }
 

@@ -43,6 +43,62 @@ static int check_access(struct conn *c, const msgpack_object *body, const char *
 	return 0;
 }
 
+/* A layout is a claim to read the objects it names, through cache nodes
+ * that hold credentials its writer may not. Through a client token, a layout
+ * may name only objects that token uploaded: keys under u/NAME/, NAME being
+ * the token's (the prefix announced to it in HELLO_OK as upload_prefix). */
+static int check_layout(struct conn *c, const msgpack_object *body, char *err, size_t errlen)
+{
+	if (c->open_access || c->claims.kind != TOKEN_CLIENT)
+		return 0;
+	const msgpack_object *o = msg_field(body, "layout");
+	if (o == NULL || o->type == MSGPACK_OBJECT_NIL)
+		return 0;
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	const msgpack_object *a = o;
+	if (o->type == MSGPACK_OBJECT_BIN) {
+		size_t off = 0;
+		if (msgpack_unpack_next(&u, o->via.bin.ptr, o->via.bin.size, &off) !=
+		    MSGPACK_UNPACK_SUCCESS) {
+			msgpack_unpacked_destroy(&u);
+			snprintf(err, errlen, "field 'layout': not msgpack");
+			return -EINVAL;
+		}
+		a = &u.data;
+	}
+	char prefix[TOKEN_NAME_MAX + 4];
+	snprintf(prefix, sizeof(prefix), "u/%s/", c->claims.name);
+	size_t plen = strlen(prefix);
+	int r = 0;
+	if (a->type != MSGPACK_OBJECT_ARRAY) {
+		snprintf(err, errlen, "field 'layout': expected an array of extents");
+		r = -EINVAL;
+	}
+	for (uint32_t i = 0; r == 0 && i < a->via.array.size; i++) {
+		const msgpack_object *e = &a->via.array.ptr[i];
+		if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 2 ||
+		    e->via.array.ptr[1].type != MSGPACK_OBJECT_STR) {
+			snprintf(err, errlen, "layout extent %u: expected [bucket, key, ...]", i);
+			r = -EINVAL;
+			break;
+		}
+		const msgpack_object_str *k = &e->via.array.ptr[1].via.str;
+		if (k->size < plen || memcmp(k->ptr, prefix, plen) != 0) {
+			snprintf(
+			    err, errlen,
+			    "layout extent %u names key '%.*s', which the token of '%s' did not "
+			    "upload (its uploads go under '%s'; imports and layouts naming other "
+			    "objects need an unrestricted token)",
+			    i, (int)(k->size > 200 ? 200 : k->size), k->ptr, c->claims.name,
+			    prefix);
+			r = -EACCES;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return r;
+}
+
 static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, char *err,
                      size_t errlen)
 {
@@ -55,8 +111,11 @@ static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, 
 		int r = check_access(c, body, "from", err, errlen);
 		return r < 0 ? r : check_access(c, body, "to", err, errlen);
 	}
+	case MT_CREATE: {
+		int r = check_access(c, body, "path", err, errlen);
+		return r < 0 ? r : check_layout(c, body, err, errlen);
+	}
 	case MT_MKDIR:
-	case MT_CREATE:
 	case MT_SYMLINK:
 	case MT_UNLINK:
 	case MT_RMDIR:
@@ -273,7 +332,9 @@ void rpc_read(struct primary *p, struct conn *c, uint32_t type, uint64_t id,
 	                      .cluster_id = p->cluster_id,
 	                      .role = "primary",
 	                      .staleness_ms = 0,
-	                      .primary_version = p->version};
+	                      .primary_version = p->version,
+	                      .secret = p->secret,
+	                      .secret_len = p->secret_len};
 	reads_answer(&v, c, type, id, body);
 }
 

@@ -539,6 +539,7 @@ int channel_open(const char *address, const struct channel_tls *tls, const char 
 	copy_field(rep.frame.body, "cluster_id", ch->cluster_id, sizeof(ch->cluster_id));
 	copy_field(rep.frame.body, "origin", ch->origin, sizeof(ch->origin));
 	copy_field(rep.frame.body, "site", ch->site, sizeof(ch->site));
+	copy_field(rep.frame.body, "upload_prefix", ch->upload_prefix, sizeof(ch->upload_prefix));
 	ch->hello_version = rep.version;
 	ch->is_mirror = strcmp(role, "mirror") == 0;
 	reply_release(&rep);

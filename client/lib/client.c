@@ -137,6 +137,8 @@ void client_learn(struct mp_client *c, const struct channel *ch)
 		snprintf(c->cluster_id, sizeof(c->cluster_id), "%s", ch->cluster_id);
 		session_load(c);
 	}
+	if (!ch->is_mirror && ch->upload_prefix[0] != '\0')
+		snprintf(c->upload_prefix, sizeof(c->upload_prefix), "%s", ch->upload_prefix);
 	if (ch->origin[0] != '\0' && (!ch->is_mirror || c->origin_url[0] == '\0'))
 		snprintf(c->origin_url, sizeof(c->origin_url), "%s", ch->origin);
 	pthread_mutex_unlock(&c->lock);

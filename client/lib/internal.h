@@ -25,6 +25,7 @@
 #define POOL_MAX         32 /* idle connections kept per server, object-store handles per bucket */
 #define BATCH_OPS        1000
 #define CLIENT_FRAME_MAX (64u << 20)
+#define OBJECT_KEY_MAX   128 /* keys of objects put: prefix and 32 hex digits */
 
 /* ---- errors.c ---- */
 int mperr(mp_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -113,6 +114,7 @@ struct channel {
 	char cluster_id[CLUSTER_MAX];
 	char origin[ORIGIN_URL_MAX];
 	char site[64];
+	char upload_prefix[80]; /* where this token's uploads go ("" : mp/) */
 	uint64_t hello_version;
 };
 
@@ -239,6 +241,7 @@ struct mp_client {
 	pthread_mutex_t lock; /* cluster_id, origin, session file */
 	char cluster_id[CLUSTER_MAX];
 	char origin_url[ORIGIN_URL_MAX];
+	char upload_prefix[80]; /* as the primary announced for our token */
 	bool session_loaded;
 	struct servers servers;
 	struct channel_tls tls;

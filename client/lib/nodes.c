@@ -19,6 +19,7 @@ MP_EXPORT void mp_node_clear(mp_node *n)
 		free(n->extents[i].bucket);
 		free(n->extents[i].key);
 		free(n->extents[i].etag);
+		free(n->extents[i].grant);
 	}
 	free(n->extents);
 	memset(n, 0, sizeof(*n));
@@ -124,7 +125,19 @@ int nodes_from_reply(const struct reply *r, mp_node *ret, mp_error *err)
 	const msgpack_object *o = msg_field(r->frame.body, "node");
 	if (o == NULL)
 		return mperr(err, -EPROTO, "an answer without its node");
-	return nodes_from_msg(o, ret, err);
+	int rc = nodes_from_msg(o, ret, err);
+	if (rc < 0)
+		return rc;
+	/* Read grants, one per extent, when the cluster has a secret. */
+	const msgpack_object *g = msg_field(r->frame.body, "grants");
+	if (g != NULL && g->type == MSGPACK_OBJECT_ARRAY && g->via.array.size == ret->n_extents)
+		for (size_t i = 0; i < ret->n_extents; i++) {
+			const msgpack_object *x = &g->via.array.ptr[i];
+			if (x->type == MSGPACK_OBJECT_STR && x->via.str.size > 0 &&
+			    x->via.str.size <= CACHE_GRANT_MAX)
+				ret->extents[i].grant = strndup(x->via.str.ptr, x->via.str.size);
+		}
+	return 0;
 }
 
 void nodes_pack_layout(msgpack_packer *pk, const mp_extent *ext, size_t n)

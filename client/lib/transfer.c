@@ -168,14 +168,33 @@ static bool is_md5_etag(const char *etag)
 	return true;
 }
 
-static int new_key(char out[64], mp_error *err)
+/* A new object key: under the prefix the primary gave our token (u/NAME/),
+ * else mp/. */
+static int new_key(struct mp_client *c, char out[OBJECT_KEY_MAX], mp_error *err)
 {
 	unsigned char rnd[16];
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		return mperr(err, -EIO, "getrandom: %s", strerror(errno));
-	strcpy(out, "mp/");
+	pthread_mutex_lock(&c->lock);
+	bool ask = c->cfg.token != NULL && c->upload_prefix[0] == '\0';
+	pthread_mutex_unlock(&c->lock);
+	if (ask) {
+		/* With a token, the primary's HELLO_OK says where our uploads go. */
+		struct request_body b;
+		request_init(&b, MT_VERSION);
+		struct reply rep;
+		int r = client_primary(c, &b, NULL, &rep, err);
+		request_destroy(&b);
+		if (r < 0)
+			return r;
+		reply_release(&rep);
+	}
+	pthread_mutex_lock(&c->lock);
+	size_t n = (size_t)snprintf(out, OBJECT_KEY_MAX, "%s",
+	                            c->upload_prefix[0] ? c->upload_prefix : "mp/");
+	pthread_mutex_unlock(&c->lock);
 	for (int i = 0; i < 16; i++)
-		sprintf(out + 3 + 2 * i, "%02x", rnd[i]);
+		snprintf(out + n + 2 * (size_t)i, 3, "%02x", rnd[i]);
 	return 0;
 }
 
@@ -191,7 +210,7 @@ static int commit_file(struct mp_client *c, const char *remote, size_t len, uint
 /* One object of a file being put. */
 struct put_object {
 	mp_extent ext; /* bucket, key and etag point into the arrays below */
-	char key[64];
+	char key[OBJECT_KEY_MAX];
 	char etag[OBJSTORE_ETAG_MAX];
 	const char *data;
 	bool stored;
@@ -215,7 +234,7 @@ static int put_object(void *ctx, size_t i, mp_error *err)
 	struct bucket *b;
 	struct objstore *st;
 	size_t len = (size_t)o->ext.length;
-	int r = new_key(o->key, err);
+	int r = new_key(c, o->key, err);
 	if (r == 0)
 		r = buckets_acquire(c, c->cfg.origin, false, &b, &st, err);
 	if (r < 0)
@@ -473,6 +492,10 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 	snprintf(req->key, sizeof(req->key), "%s", e->key);
 	snprintf(req->etag, sizeof(req->etag), "%s", e->etag);
 	req->size = e->offset + e->length;
+	if (e->grant != NULL) {
+		req->grant = e->grant;
+		req->grant_len = strlen(e->grant);
+	}
 	int r = 0;
 	uint64_t off = ch->obj_offset, end = ch->obj_offset + ch->length;
 	while (off < end && r == 0) {
@@ -486,7 +509,10 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 			r = sink(arg, buf, (size_t)len);
 			if (r == 0)
 				progress_add(pr, len, 0, NULL);
-		} else if (r == -ENODATA) {
+		} else if (r == -ENODATA || r == -EACCES) {
+			/* No node could serve, or the group wants a grant this
+			 * node came without (a listing's): the buckets, with
+			 * this site's own credentials. */
 			struct chunk piece = {e, off, len, ch->file_offset + (off - ch->obj_offset),
 			                      false};
 			r = fetch_from_buckets(c, &piece, sink, arg, pr, err);

@@ -198,6 +198,8 @@ static int metrics_init(struct cachenode *n)
 	n->m_peer_misses =
 	    metrics_counter(m, "mp_cache_peer_misses_total", "Peer reads of blocks not held here");
 	n->m_evictions = metrics_counter(m, "mp_cache_evictions_total", "Blocks evicted");
+	n->m_denied = metrics_counter(m, "mp_cache_denied_total",
+	                              "Reads refused for a missing, forged or expired grant");
 	n->m_corrupt = metrics_counter(m, "mp_cache_corrupt_blocks_total",
 	                               "Blocks found corrupt, truncated or missing, and dropped");
 	n->m_blocks = metrics_gauge(m, "mp_cache_blocks", "Blocks cached");

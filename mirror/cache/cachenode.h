@@ -75,7 +75,7 @@ struct cachenode {
 	struct metrics *metrics;
 	struct metric *m_requests, *m_hits, *m_misses, *m_bytes_hit, *m_bytes_filled, *m_fetched,
 	    *m_fill_seconds, *m_waits, *m_errors, *m_evictions, *m_corrupt, *m_used, *m_capacity,
-	    *m_dir_failed, *m_blocks, *m_fills_active, *m_peer_misses;
+	    *m_dir_failed, *m_blocks, *m_fills_active, *m_peer_misses, *m_denied;
 	_Atomic uint64_t hits, misses, fills_active;
 };
 

@@ -32,7 +32,8 @@ struct fill {
 	TAILQ_ENTRY(fill) link;
 	struct fill *hnext;
 	struct block_id bid;
-	struct block_request req; /* the first reader's, for the object's identity */
+	struct block_request req;        /* the first reader's, for the object's identity */
+	char grant[CACHE_GRANT_MAX + 1]; /* its grant, passed on to peers and parents */
 	uint64_t block_off, block_len;
 	struct waiter *waiters;
 	int result;
@@ -93,6 +94,12 @@ void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct
 	}
 	f->bid = bid;
 	f->req = w->req;
+	if (req->grant != NULL) {
+		memcpy(f->grant, req->grant, req->grant_len);
+		f->grant[req->grant_len] = '\0';
+		f->req.grant = f->grant;
+		f->req.grant_len = req->grant_len;
+	}
 	f->block_off = req->offset / n->block_size * n->block_size;
 	uint64_t end = f->block_off + n->block_size;
 	f->block_len = (end < req->size ? end : req->size) - f->block_off;

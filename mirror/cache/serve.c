@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cachenode.h"
+#include "grant.h"
 #include "hrw.h"
 #include "log.h"
 #include "msg.h"
@@ -74,6 +76,17 @@ static void block_read(struct cachenode *n, struct conn *c, struct request *r)
 		return;
 	}
 	metric_add(n->m_requests, 1);
+	if (n->secret != NULL) {
+		int g =
+		    grant_check(n->secret, n->secret_len, req.bucket, req.key, req.etag, req.grant,
+		                req.grant_len, (int64_t)time(NULL), why, sizeof(why));
+		if (g < 0) {
+			metric_add(n->m_denied, 1);
+			conn_send_error(c, r->id, -EACCES, "BLOCK_READ %s/%s: %s", req.bucket,
+			                req.key, why);
+			return;
+		}
+	}
 	if (serve_from_store(n, c, r->id, &req, "hit")) {
 		atomic_fetch_add(&n->hits, 1);
 		metric_add(n->m_hits, 1);

@@ -168,6 +168,7 @@ typedef struct mp_extent {
 	char *etag;
 	uint64_t offset; /* within the object */
 	uint64_t length;
+	char *grant; /* a read grant for cache nodes, when the cluster has a secret; else NULL */
 } mp_extent;
 
 typedef struct mp_node {
