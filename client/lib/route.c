@@ -278,6 +278,11 @@ static int64_t hedge_delay_ns(struct mp_client *c, struct server_entry *s)
 	int64_t lat = s->latency_ns;
 	pthread_mutex_unlock(&s->lock);
 	int64_t max = (int64_t)c->cfg.hedge_max_ms * 1000000;
+	/* A cache node's miss is legitimately slow (a fetch from the origin),
+	 * and a hedge would make a second node fetch the same block: cache
+	 * reads wait hedge_max before trying the next node. */
+	if (s->is_cache)
+		return max;
 	if (lat == 0)
 		return (int64_t)c->cfg.hedge_delay_ms * 1000000;
 	/* Well above what s usually takes, so hedges stay rare while s is

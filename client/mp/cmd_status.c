@@ -98,7 +98,8 @@ static void status_cell(const mp_server_status *s, int col, char *out, size_t le
 	}
 }
 
-static void status_print_json(const mp_server_status *st, size_t n, bool primary_up)
+static void status_print_json(const mp_server_status *st, size_t n, bool primary_up,
+                              const mp_cache_node *nodes, size_t nn)
 {
 	struct jsonw w;
 	jsonw_init(&w, stdout);
@@ -131,8 +132,42 @@ static void status_print_json(const mp_server_status *st, size_t n, bool primary
 		jsonw_object_end(&w);
 	}
 	jsonw_array_end(&w);
+	jsonw_key(&w, "cache_group");
+	jsonw_array_begin(&w);
+	for (size_t i = 0; i < nn; i++) {
+		const mp_cache_node *c = &nodes[i];
+		jsonw_object_begin(&w);
+		jsonw_field_string(&w, "address", c->address);
+		jsonw_field_string(&w, "state", c->state);
+		jsonw_field_uint(&w, "weight", c->weight);
+		jsonw_field_uint(&w, "used", c->used);
+		jsonw_field_uint(&w, "capacity", c->capacity);
+		jsonw_field_uint(&w, "hits", c->hits);
+		jsonw_field_uint(&w, "misses", c->misses);
+		jsonw_key(&w, "hit_ratio");
+		jsonw_double(
+		    &w, c->hits + c->misses ? (double)c->hits / (double)(c->hits + c->misses) : 0);
+		jsonw_object_end(&w);
+	}
+	jsonw_array_end(&w);
 	jsonw_object_end(&w);
 	jsonw_finish(&w);
+}
+
+/* The site's cache group under the servers' table. */
+static void cache_print_table(const mp_cache_node *nodes, size_t n)
+{
+	printf("\nCACHE NODE%*s  STATE     WEIGHT  USED / CAPACITY          HIT RATIO\n", 12, "");
+	for (size_t i = 0; i < n; i++) {
+		const mp_cache_node *c = &nodes[i];
+		char used[32], cap[32];
+		output_size(c->used, used, sizeof(used));
+		output_size(c->capacity, cap, sizeof(cap));
+		uint64_t total = c->hits + c->misses;
+		printf("%-22s  %-8s  %6" PRIu64 "  %10s / %-10s  %6.1f%% (%" PRIu64 " reads)\n",
+		       c->address, c->state, c->weight, used, cap,
+		       total ? 100.0 * (double)c->hits / (double)total : 0.0, total);
+	}
 }
 
 static void status_print_table(const mp_server_status *st, size_t n)
@@ -198,10 +233,20 @@ int cmd_status_status(struct ctx *ctx, int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		if (st[i].up && strcmp(st[i].role, "primary") == 0)
 			primary_up = true;
-	if (ctx->json)
-		status_print_json(st, n, primary_up);
-	else
+	mp_cache_node nodes[64];
+	size_t nn = 0;
+	mp_error cerr;
+	if (mp_cache_status(ctx->client, nodes, 64, &nn, &cerr) < 0)
+		nn = 0;
+	if (nn > 64)
+		nn = 64;
+	if (ctx->json) {
+		status_print_json(st, n, primary_up, nodes, nn);
+	} else {
 		status_print_table(st, n);
+		if (nn > 0)
+			cache_print_table(nodes, nn);
+	}
 	free(st);
 	if (!primary_up) {
 		/* After the table, which says why. */

@@ -237,6 +237,21 @@ typedef struct mp_server_status {
 MP_EXPORT int mp_status(mp_client *c, mp_server_status *out, size_t cap, size_t *ret_n,
                         mp_error *err);
 
+/* The site's cache group, as its mirror lists it. */
+typedef struct mp_cache_node {
+	char address[80];
+	char state[16]; /* "active", "warming", "draining" */
+	uint64_t weight;
+	uint64_t used, capacity; /* bytes */
+	uint64_t hits, misses;
+	uint64_t block_size;
+	uint64_t age_ms; /* since the mirror last heard from it */
+} mp_cache_node;
+/* Fills up to cap nodes; *ret_n gets how many the group has (0 without a
+ * group). Asks the first mirror that answers. */
+MP_EXPORT int mp_cache_status(mp_client *c, mp_cache_node *out, size_t cap, size_t *ret_n,
+                              mp_error *err);
+
 /* ---- File data ---- */
 
 typedef struct mp_progress {
