@@ -1,6 +1,7 @@
 # Shared by deploy/local/up and deploy/local/demo: start and stop the local
-# stack (a primary and two mirror sites on loopback) and write a site
-# configuration for the mp CLI per site. Source it; set `state` (a directory)
+# stack (a primary and two mirror sites on loopback, each with a cache group
+# of two mp-cache nodes) and write a site configuration per site, which the
+# site's clients and cache nodes share. Source it; set `state` (a directory)
 # and the addresses first, or take the defaults below.
 
 state=${state:-var/local}
@@ -11,6 +12,11 @@ site_a_admin=${site_a_admin:-127.0.0.1:7280}
 site_b=${site_b:-127.0.0.1:7300}
 site_b_admin=${site_b_admin:-127.0.0.1:7380}
 bin=${bin:-build}
+# Cache nodes: site-a on 7400/7401 (admin 7480/7481), site-b on 7410/7411
+# (admin 7490/7491); site-b's group asks site-a's first (its regional hub).
+cache_base_a=${cache_base_a:-7400}
+cache_base_b=${cache_base_b:-7410}
+cache_size=${cache_size:-2GiB}
 
 declare -A stack_pid=()
 
@@ -57,8 +63,29 @@ stack_stop() { # name: SIGTERM, then wait for it
   rm -f "$state/$1.pid"
 }
 
+stack_start_cache() { # site-a | site-b, node index 0 | 1
+  local site=$1 i=$2 base parent=() listen admin
+  if [ "$site" = site-a ]; then base=$cache_base_a; else base=$cache_base_b; parent=(--parent "$site_a"); fi
+  listen=127.0.0.1:$((base + i))
+  admin=127.0.0.1:$((base + 80 + i))
+  "$bin/mirror/mp-cache" -c "$state/$site.yaml" --cache-dir "$state/$site-cache-$i:$cache_size" \
+    --listen "$listen" --admin "$admin" "${parent[@]}" 2>>"$state/$site-cache-$i.log" &
+  stack_pid[$site-cache-$i]=$!
+  echo "${stack_pid[$site-cache-$i]}" >"$state/$site-cache-$i.pid"
+  stack_wait_healthy "$site-cache-$i" "$admin"
+}
+
+stack_start_caches() {
+  local site i
+  for site in site-a site-b; do
+    for i in 0 1; do stack_start_cache "$site" "$i"; done
+  done
+}
+
 stack_stop_all() {
-  for name in site-b site-a primary; do stack_stop "$name"; done
+  for name in site-b-cache-0 site-b-cache-1 site-a-cache-0 site-a-cache-1 site-b site-a primary; do
+    stack_stop "$name"
+  done
 }
 
 # One mp site configuration per site: the site's mirror first, the primary
@@ -69,7 +96,9 @@ stack_write_client_configs() {
   for site in site-a site-b; do
     if [ "$site" = site-a ]; then addr=$site_a; else addr=$site_b; fi
     cat >"$state/$site.yaml" <<YAML
-# mp site configuration for $site (written by deploy/local/up)
+# Site configuration for $site (written by deploy/local/up): mp and
+# libmirrorplane clients read it, and so do the site's mp-cache nodes.
+site: $site
 mirror: [$addr]
 primary: [$primary_listen]
 consistency: session
