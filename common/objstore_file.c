@@ -426,7 +426,8 @@ static int lent_cmp_str(const struct lent *e, const char *t)
 	}
 }
 
-/* Whether a directory's keys all start with t, or t starts with its sort key. */
+/* Whether a key the entry stands for can start with t: all of them do, or t starts with its
+ * sort key (a directory). */
 static bool lent_overlaps(const struct lent *e, const char *t)
 {
 	size_t n = strnlen(t, e->len + 1u);
