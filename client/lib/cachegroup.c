@@ -186,9 +186,11 @@ uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g)
 	return bs;
 }
 
-/* The bytes of a BLOCK_READ answer, copied into buf. */
+/* The bytes of a BLOCK_READ answer, handed to sink (straight from the
+ * answer's buffer: no copy). */
 static int take_block(const struct server_entry *s, struct reply *rep,
-                      const struct block_request *req, void *buf, char *ret_source, mp_error *err)
+                      const struct block_request *req, mp_sink_cb sink, void *arg, char *ret_source,
+                      mp_error *err)
 {
 	if (rep->is_error)
 		return client_answer_error(rep, s->address, err);
@@ -200,15 +202,17 @@ static int take_block(const struct server_entry *s, struct reply *rep,
 	    len != req->length)
 		return mperr(err, -EPROTO, "%s: block read answered %s", s->address,
 		             len != req->length ? "the wrong number of bytes" : why);
-	memcpy(buf, data, len);
 	if (msg_get_bytes(rep->frame.body, "source", false, 1, 15, &src, &srclen, why,
 	                  sizeof(why)) == 0)
 		snprintf(ret_source, 16, "%.*s", (int)srclen, src);
+	int r = sink(arg, data, len);
+	if (r < 0)
+		return mperr(err, r, "%s", strerror(-r));
 	return 0;
 }
 
 int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct block_request *req,
-                    size_t max_nodes, void *buf, mp_call *call, mp_error *err)
+                    size_t max_nodes, mp_sink_cb sink, void *arg, mp_call *call, mp_error *err)
 {
 	struct server_entry *nodes[CACHE_MEMBERS_MAX];
 	uint64_t ids[CACHE_MEMBERS_MAX], weights[CACHE_MEMBERS_MAX];
@@ -262,8 +266,13 @@ int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct bloc
 			continue;
 		}
 		char source[16] = "";
-		r = take_block(served, &rep, req, buf, source, &last);
+		r = take_block(served, &rep, req, sink, arg, source, &last);
 		reply_release(&rep);
+		if (r < 0 && !rep.is_error && r != -EPROTO) {
+			request_destroy(&b);
+			*err = last; /* the sink failed: not the node's fault */
+			return r == -ENODATA ? -EIO : r;
+		}
 		if (r == 0) {
 			if (call != NULL)
 				snprintf(call->served_by, sizeof(call->served_by), "cache %s (%s)",
@@ -281,6 +290,40 @@ int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct bloc
 	if (r == 0)
 		return 0;
 	return mperr(err, last.code == -EACCES ? -EACCES : -ENODATA, "%s", last.message);
+}
+
+int cachegroup_read_draining(struct mp_client *c, struct cachegroup *g,
+                             const struct block_request *req, mp_sink_cb sink, void *arg)
+{
+	struct server_entry *nodes[CACHE_MEMBERS_MAX];
+	size_t n = 0;
+	pthread_mutex_lock(&g->lock);
+	for (size_t i = 0; i < g->n; i++)
+		if (g->weights[i] == 0)
+			nodes[n++] = g->nodes[i];
+	pthread_mutex_unlock(&g->lock);
+	if (n == 0)
+		return -ENODATA;
+	struct block_request peer = *req;
+	peer.peer = true;
+	struct request_body b;
+	request_init(&b, MT_BLOCK_READ);
+	b.nfields = cacheproto_pack_block_fields(&b.pk, &peer);
+	int r = -ENODATA;
+	for (size_t i = 0; i < n && r != 0; i++) {
+		if (servers_is_down(nodes[i]))
+			continue;
+		struct reply rep;
+		mp_error err;
+		if (route_once(c, nodes[i], &b, NULL, c->cfg.timeout_ms, &rep, &err) !=
+		    ATTEMPT_ANSWERED)
+			continue;
+		char source[16];
+		r = take_block(nodes[i], &rep, &peer, sink, arg, source, &err) == 0 ? 0 : -ENODATA;
+		reply_release(&rep);
+	}
+	request_destroy(&b);
+	return r;
 }
 
 MP_EXPORT int mp_cache_status(mp_client *c, mp_cache_node *out, size_t cap, size_t *ret_n,
@@ -338,4 +381,14 @@ MP_EXPORT int mp_cache_status(mp_client *c, mp_cache_node *out, size_t cap, size
 	if (r < 0 && err != NULL)
 		*err = last;
 	return r;
+}
+
+int cachegroup_buf_sink(void *arg, const void *data, size_t len)
+{
+	struct cachegroup_buf *b = arg;
+	if (len > b->cap - b->len)
+		return -EOVERFLOW;
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+	return 0;
 }

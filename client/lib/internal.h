@@ -73,6 +73,7 @@ struct mp_config {
 	bool cache_enabled;
 	uint64_t hedge_delay_ms;     /* before the first latencies are known */
 	uint64_t hedge_max_ms;       /* learned delays stay under this */
+	uint64_t cache_hedge_ms;     /* cache reads: at least this */
 	uint64_t members_refresh_ms; /* how often the member list is asked again */
 	char *site;
 	char *cache_listen;
@@ -86,6 +87,7 @@ struct mp_config {
 	uint64_t cache_fetch_rate;
 	struct config_strlist cache_parent;
 	uint64_t cache_warming_ms;
+	uint64_t cache_drain_ms;
 	uint64_t cache_heartbeat_ms;
 	uint64_t cache_serve_threads;
 	char *cache_secret_file;
@@ -287,10 +289,21 @@ void cachegroup_set(struct mp_client *c, struct cachegroup *g, const struct cach
  * not use one); refreshes the member list when due. */
 uint64_t cachegroup_block_size(struct mp_client *c, struct cachegroup *g);
 /* Reads req (within one block) at the owner, then the next nodes in HRW
- * order, at most max_nodes of them, into buf (req->length bytes). Returns
- * 0, -ENODATA when no node served (go to the buckets), or -EACCES. */
+ * order, at most max_nodes of them; the req->length bytes go to sink.
+ * Returns 0, -ENODATA when no node served (go to the buckets), -EACCES, or
+ * the sink's error. */
 int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct block_request *req,
-                    size_t max_nodes, void *buf, mp_call *call, mp_error *err);
+                    size_t max_nodes, mp_sink_cb sink, void *arg, mp_call *call, mp_error *err);
+/* A peer read (no fill) at the group's draining nodes (weight 0): how a
+ * leaving node hands its blocks to their new owners. 0 or -ENODATA. */
+int cachegroup_read_draining(struct mp_client *c, struct cachegroup *g,
+                             const struct block_request *req, mp_sink_cb sink, void *arg);
+/* A sink that copies into a buffer (struct cachegroup_buf). */
+struct cachegroup_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+int cachegroup_buf_sink(void *arg, const void *data, size_t len);
 
 /* ---- route.c: routing, fallback and hedging ---- */
 enum attempt { ATTEMPT_ANSWERED, ATTEMPT_FAILED, ATTEMPT_UNKNOWN };

@@ -278,11 +278,14 @@ static int64_t hedge_delay_ns(struct mp_client *c, struct server_entry *s)
 	int64_t lat = s->latency_ns;
 	pthread_mutex_unlock(&s->lock);
 	int64_t max = (int64_t)c->cfg.hedge_max_ms * 1000000;
-	/* A cache node's miss is legitimately slow (a fetch from the origin),
-	 * and a hedge would make a second node fetch the same block: cache
-	 * reads wait hedge_max before trying the next node. */
-	if (s->is_cache)
-		return max;
+	/* A cache node's miss is legitimately slow (a fetch from the origin,
+	 * queued behind others), and a hedge makes a second node fetch the
+	 * same block: cache reads wait cache.hedge_delay, or twice what the
+	 * node has been taking, before trying the next node. */
+	if (s->is_cache) {
+		int64_t floor = (int64_t)c->cfg.cache_hedge_ms * 1000000;
+		return 2 * lat > floor ? 2 * lat : floor;
+	}
 	if (lat == 0)
 		return (int64_t)c->cfg.hedge_delay_ms * 1000000;
 	/* Well above what s usually takes, so hedges stay rare while s is

@@ -63,6 +63,10 @@ static const struct config_option base_options[] = {
     {"site", CONFIG_STRING, OPT(site), 0, 0, NULL, "this site's name", NULL},
     {"cache.enabled", CONFIG_BOOL, OPT(cache_enabled), 0, 0, "true",
      "read file data through the site's cache group when its mirror lists one", NULL},
+    {"cache.hedge_delay", CONFIG_DURATION, OPT(cache_hedge_ms), 1, 60000, "500ms",
+     "a block read not answered this soon (or in twice the node's usual time) also goes to "
+     "the next node",
+     NULL},
     {"cache.refresh", CONFIG_DURATION, OPT(members_refresh_ms), 100, 3600000, "5s",
      "how often clients ask the mirror for the group's members", NULL},
     {"cache.listen", CONFIG_HOSTPORT, OPT(cache_listen), 0, 0, "127.0.0.1:7400",
@@ -87,6 +91,10 @@ static const struct config_option base_options[] = {
      "mp-cache: the parent site's mirrors; misses ask the parent's group first", NULL},
     {"cache.warming_period", CONFIG_DURATION, OPT(cache_warming_ms), 0, 86400000, "60s",
      "mp-cache: after joining, misses ask a block's previous owner first", NULL},
+    {"cache.drain_period", CONFIG_DURATION, OPT(cache_drain_ms), 0, 3600000, "6s",
+     "mp-cache: on SIGTERM or weight 0, how long it keeps serving its blocks to their new "
+     "owners before it leaves",
+     NULL},
     {"cache.heartbeat_interval", CONFIG_DURATION, OPT(cache_heartbeat_ms), 50, 60000, "1s",
      "mp-cache: how often it registers with the site's mirrors", NULL},
     {"cache.serve_threads", CONFIG_UINT, OPT(cache_serve_threads), 1, 64, "2",

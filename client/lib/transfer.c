@@ -481,13 +481,8 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 	    strlen(e->etag) > CACHE_ETAG_MAX || e->etag[0] == '\0')
 		return -ENODATA;
 	struct block_request *req = calloc(1, sizeof(*req));
-	uint64_t first = ch->obj_offset / bs, last = (ch->obj_offset + ch->length - 1) / bs;
-	size_t cap = (size_t)(first == last ? ch->length : bs);
-	void *buf = req ? malloc(cap) : NULL;
-	if (buf == NULL) {
-		free(req);
+	if (req == NULL)
 		return mperr(err, -ENOMEM, "out of memory");
-	}
 	snprintf(req->bucket, sizeof(req->bucket), "%s", e->bucket);
 	snprintf(req->key, sizeof(req->key), "%s", e->key);
 	snprintf(req->etag, sizeof(req->etag), "%s", e->etag);
@@ -504,11 +499,9 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 		req->offset = off;
 		req->length = len;
 		mp_error cerr;
-		r = cachegroup_read(c, &c->group, req, 3, buf, NULL, &cerr);
+		r = cachegroup_read(c, &c->group, req, 3, sink, arg, NULL, &cerr);
 		if (r == 0) {
-			r = sink(arg, buf, (size_t)len);
-			if (r == 0)
-				progress_add(pr, len, 0, NULL);
+			progress_add(pr, len, 0, NULL);
 		} else if (r == -ENODATA || r == -EACCES) {
 			/* No node could serve, or the group wants a grant this
 			 * node came without (a listing's): the buckets, with
@@ -521,7 +514,6 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 		}
 		off += len;
 	}
-	free(buf);
 	free(req);
 	return r;
 }

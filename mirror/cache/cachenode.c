@@ -223,13 +223,20 @@ static int metrics_init(struct cachenode *n)
 
 int cachenode_reload(struct cachenode *n, struct mp_config *next);
 
+/* A draining node stays for cache.drain_period (clients learn the new
+ * member list and the new owners pull its blocks as peer reads), then stops
+ * listening and leaves once its connections are gone, or after a grace. */
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct cachenode *n = arg;
-	if (server_connections(n->server) == 0 ||
-	    cachenode_now_ns() - drain_started > DRAIN_GRACE_NS) {
-		event_base_loopexit(n->base, NULL);
-		return;
+	int64_t since = cachenode_now_ns() - drain_started;
+	int64_t period = (int64_t)n->cfg->cache_drain_ms * 1000000;
+	if (since >= period) {
+		server_stop_listening(n->server);
+		if (server_connections(n->server) == 0 || since > period + DRAIN_GRACE_NS) {
+			event_base_loopexit(n->base, NULL);
+			return;
+		}
 	}
 	struct timeval tv = {0, 100000};
 	evtimer_add(n->drain_ev, &tv);
@@ -267,12 +274,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		event_base_loopexit(n->base, NULL);
 		return;
 	}
-	log_info("%s: draining (weight 0; exits when clients have gone, at most 5 s)",
-	         sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	log_info("%s: draining: weight 0 for %.1f s, serving the blocks' new owners as they ask, "
+	         "then exiting",
+	         sig == SIGTERM ? "SIGTERM" : "SIGINT", (double)n->cfg->cache_drain_ms / 1000);
 	n->draining = true;
 	atomic_store(&n->weight, 0);
 	register_now(n);
-	server_stop_listening(n->server);
 	drain_started = cachenode_now_ns();
 	n->drain_ev = evtimer_new(n->base, drain_check, n);
 	struct timeval tv = {0, 100000};

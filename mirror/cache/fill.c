@@ -165,7 +165,9 @@ static bool from_group(struct cachenode *n, struct cachegroup *g, struct fill *f
 	req.length = f->block_len;
 	req.peer = peer;
 	mp_error err;
-	return cachegroup_read(n->client, g, &req, peer ? 1 : 2, buf, NULL, &err) == 0;
+	struct cachegroup_buf out = {buf, 0, f->block_len};
+	return cachegroup_read(n->client, g, &req, peer ? 1 : 2, cachegroup_buf_sink, &out, NULL,
+	                       &err) == 0;
 }
 
 static int from_buckets(struct cachenode *n, struct fill *f, void *buf)
@@ -219,8 +221,15 @@ static void fetch(struct cachenode *n, struct fill *f)
 		return;
 	}
 	int r;
+	struct block_request whole = f->req;
+	whole.offset = f->block_off;
+	whole.length = f->block_len;
 	if (register_state(n) == CACHE_WARMING && from_group(n, &n->own, f, true, buf)) {
 		snprintf(f->source, sizeof(f->source), "peer");
+		r = 0;
+	} else if (cachegroup_read_draining(n->client, &n->own, &whole, cachegroup_buf_sink,
+	                                    &(struct cachegroup_buf){buf, 0, f->block_len}) == 0) {
+		snprintf(f->source, sizeof(f->source), "peer"); /* handed over by a leaving node */
 		r = 0;
 	} else if (n->cfg->cache_parent.n > 0 && from_group(n, &n->parent, f, false, buf)) {
 		snprintf(f->source, sizeof(f->source), "parent");
