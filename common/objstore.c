@@ -269,3 +269,13 @@ int objstore_list(struct objstore *st, const char *prefix, const char *continuat
 		                     "continuation token too long");
 	return st->ops->list(st, prefix, continuation, max_keys, cb, arg, ret_next, err);
 }
+
+bool objstore_etag_is_md5(const char *etag)
+{
+	if (strlen(etag) != 32)
+		return false;
+	for (int i = 0; i < 32; i++)
+		if (!((etag[i] >= '0' && etag[i] <= '9') || (etag[i] >= 'a' && etag[i] <= 'f')))
+			return false;
+	return true;
+}

@@ -107,6 +107,10 @@ int objstore_delete(struct objstore *st, const char *key, struct objstore_error 
 int objstore_list(struct objstore *st, const char *prefix, const char *continuation, int max_keys,
                   objstore_list_cb cb, void *arg, char **ret_next, struct objstore_error *err);
 
+/* Whether an ETag is the hex MD5 of the object's bytes (a single-part
+ * upload), so that a whole download can be checked against it. */
+bool objstore_etag_is_md5(const char *etag);
+
 /* ---- Internal: shared by objstore.c and its backends only. ---- */
 
 struct objstore_ops {

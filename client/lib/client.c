@@ -160,6 +160,18 @@ int client_answer_error(const struct reply *r, const char *what, mp_error *err)
 	return mperr(err, r->error_code, "%s: %.*s", mperr_name(r->error_code), len, r->error_msg);
 }
 
+int client_ask_primary(struct mp_client *c, mp_error *err)
+{
+	struct request_body b;
+	request_init(&b, MT_VERSION);
+	struct reply rep;
+	int r = client_primary(c, &b, NULL, &rep, err);
+	request_destroy(&b);
+	if (r == 0)
+		reply_release(&rep);
+	return r;
+}
+
 int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err)
 {
 	pthread_mutex_lock(&c->lock);
@@ -168,14 +180,9 @@ int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *e
 	if (out[0] != '\0')
 		return 0;
 	/* Nobody told us yet: any primary connection brings it. */
-	struct request_body b;
-	request_init(&b, MT_VERSION);
-	struct reply rep;
-	int r = client_primary(c, &b, NULL, &rep, err);
-	request_destroy(&b);
+	int r = client_ask_primary(c, err);
 	if (r < 0)
 		return r;
-	reply_release(&rep);
 	pthread_mutex_lock(&c->lock);
 	snprintf(out, outlen, "%s", c->origin_url);
 	pthread_mutex_unlock(&c->lock);

@@ -337,6 +337,9 @@ int client_read(struct mp_client *c, const struct request_body *b, mp_call *call
  * answers. An ERROR answer is returned as its errno with its message. */
 int client_primary(struct mp_client *c, const struct request_body *b, mp_call *call,
                    struct reply *ret, mp_error *err);
+/* A VERSION at a primary: what its HELLO_OK says (origin, upload prefix)
+ * is learnt on the way. */
+int client_ask_primary(struct mp_client *c, mp_error *err);
 /* Turns an ERROR answer into (code, message) in err. */
 int client_answer_error(const struct reply *r, const char *what, mp_error *err);
 /* The origin URL the primary announced ("" if none yet): asks a primary if

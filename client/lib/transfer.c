@@ -158,16 +158,6 @@ static void md5_hex(const void *data, size_t len, char out[33])
 	out[2 * n] = '\0';
 }
 
-static bool is_md5_etag(const char *etag)
-{
-	if (strlen(etag) != 32)
-		return false;
-	for (int i = 0; i < 32; i++)
-		if (!((etag[i] >= '0' && etag[i] <= '9') || (etag[i] >= 'a' && etag[i] <= 'f')))
-			return false;
-	return true;
-}
-
 /* A new object key: under the prefix the primary gave our token (u/NAME/),
  * else mp/. */
 static int new_key(struct mp_client *c, char out[OBJECT_KEY_MAX], mp_error *err)
@@ -178,16 +168,11 @@ static int new_key(struct mp_client *c, char out[OBJECT_KEY_MAX], mp_error *err)
 	pthread_mutex_lock(&c->lock);
 	bool ask = c->cfg.token != NULL && c->upload_prefix[0] == '\0';
 	pthread_mutex_unlock(&c->lock);
+	/* With a token, the primary's HELLO_OK says where our uploads go. */
 	if (ask) {
-		/* With a token, the primary's HELLO_OK says where our uploads go. */
-		struct request_body b;
-		request_init(&b, MT_VERSION);
-		struct reply rep;
-		int r = client_primary(c, &b, NULL, &rep, err);
-		request_destroy(&b);
+		int r = client_ask_primary(c, err);
 		if (r < 0)
 			return r;
-		reply_release(&rep);
 	}
 	pthread_mutex_lock(&c->lock);
 	size_t n = (size_t)snprintf(out, OBJECT_KEY_MAX, "%s",
@@ -252,7 +237,7 @@ static int put_object(void *ctx, size_t i, mp_error *err)
 		return mperr(err, r, "upload of %s: %s", j->remote, oe.message);
 	}
 	o->stored = true;
-	if (single && is_md5_etag(o->etag)) {
+	if (single && objstore_etag_is_md5(o->etag)) {
 		char md5[33];
 		md5_hex(o->data, len, md5);
 		if (strcmp(md5, o->etag) != 0)
@@ -425,7 +410,7 @@ static int fetch_from_buckets(struct mp_client *c, const struct chunk *ch, mp_si
 		if (st == NULL)
 			continue; /* no replica configured */
 		struct fetch f = {.sink = sink, .arg = arg, .pr = pr};
-		bool check = ch->whole_extent && e->offset == 0 && is_md5_etag(e->etag);
+		bool check = ch->whole_extent && e->offset == 0 && objstore_etag_is_md5(e->etag);
 		if (check) {
 			f.md5 = EVP_MD_CTX_new();
 			if (f.md5 == NULL || !EVP_DigestInit_ex(f.md5, EVP_md5(), NULL)) {

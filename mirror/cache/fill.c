@@ -115,16 +115,6 @@ void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct
 
 /* ---- fetching, on a fetcher thread ---- */
 
-static bool is_md5(const char *etag)
-{
-	if (strlen(etag) != 32)
-		return false;
-	for (int i = 0; i < 32; i++)
-		if (!((etag[i] >= '0' && etag[i] <= '9') || (etag[i] >= 'a' && etag[i] <= 'f')))
-			return false;
-	return true;
-}
-
 static bool md5_matches(const void *data, size_t len, const char *etag)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
@@ -237,7 +227,7 @@ static void fetch(struct cachenode *n, struct fill *f)
 	} else {
 		r = from_buckets(n, f, buf);
 	}
-	if (r == 0 && f->block_off == 0 && f->block_len == f->req.size && is_md5(f->req.etag) &&
+	if (r == 0 && f->block_off == 0 && f->block_len == f->req.size && objstore_etag_is_md5(f->req.etag) &&
 	    !md5_matches(buf, f->block_len, f->req.etag)) {
 		r = -EIO;
 		snprintf(
