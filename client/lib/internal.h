@@ -88,6 +88,7 @@ struct mp_config {
 	struct config_strlist cache_parent;
 	uint64_t cache_warming_ms;
 	uint64_t cache_drain_ms;
+	uint64_t cache_verify_ms;
 	uint64_t cache_heartbeat_ms;
 	uint64_t cache_serve_threads;
 	char *cache_secret_file;

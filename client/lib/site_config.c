@@ -91,6 +91,10 @@ static const struct config_option base_options[] = {
      "mp-cache: the parent site's mirrors; misses ask the parent's group first", NULL},
     {"cache.warming_period", CONFIG_DURATION, OPT(cache_warming_ms), 0, 86400000, "60s",
      "mp-cache: after joining, misses ask a block's previous owner first", NULL},
+    {"cache.verify_interval", CONFIG_DURATION, OPT(cache_verify_ms), 0, 86400000, "60s",
+     "mp-cache: a block's checksum is checked when its file changed and at least this often "
+     "(0: on every read)",
+     NULL},
     {"cache.drain_period", CONFIG_DURATION, OPT(cache_drain_ms), 0, 3600000, "6s",
      "mp-cache: on SIGTERM or weight 0, how long it keeps serving its blocks to their new "
      "owners before it leaves",

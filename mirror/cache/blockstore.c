@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -23,6 +24,10 @@ enum queue { Q_SMALL = 1, Q_MAIN = 2, Q_GHOST = 3 };
 struct entry {
 	struct block_id id;
 	uint64_t csum;
+	/* The file as it was when its bytes last matched csum: a hit on an
+	 * unchanged file within the verify interval skips the hash. */
+	uint64_t v_ino;
+	int64_t v_mtime_ns, v_ctime_ns, v_at_ns;
 	uint32_t length;
 	uint8_t dir;
 	uint8_t freq;  /* hits since it entered its queue, at most 3 */
@@ -45,6 +50,7 @@ struct dir {
 
 struct blockstore {
 	pthread_mutex_t lock;
+	int64_t verify_interval_ns;
 	struct dir dirs[BLOCKSTORE_DIRS_MAX];
 	size_t ndirs;
 	unsigned min_free_pct;
@@ -340,6 +346,7 @@ int blockstore_open(const struct blockstore_dir_config *dirs, size_t n, unsigned
 	}
 	pthread_mutex_init(&bs->lock, NULL);
 	bs->min_free_pct = min_free_pct;
+	bs->verify_interval_ns = 60ll * 1000000000;
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct dir *d = &bs->dirs[i];
@@ -445,6 +452,32 @@ static int drop_bad(struct blockstore *bs, const struct entry *seen, const char 
 	return still ? -EIO : -ENOENT;
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+/* Notes that e's file, as st describes it, matched its checksum. */
+static void note_verified(struct blockstore *bs, const struct entry *seen, const struct stat *st)
+{
+	pthread_mutex_lock(&bs->lock);
+	struct entry *e = find(bs, seen->id);
+	if (live(e) && e->csum == seen->csum) {
+		e->v_ino = (uint64_t)st->st_ino;
+		e->v_mtime_ns = ts_ns(&st->st_mtim);
+		e->v_ctime_ns = ts_ns(&st->st_ctim);
+		e->v_at_ns = now_ns();
+	}
+	pthread_mutex_unlock(&bs->lock);
+}
+
 int blockstore_get(struct blockstore *bs, struct block_id id, struct block_ref *ref)
 {
 	pthread_mutex_lock(&bs->lock);
@@ -480,26 +513,44 @@ int blockstore_get(struct blockstore *bs, struct block_id id, struct block_ref *
 		close(fd);
 		return drop_bad(bs, &seen, "truncated");
 	}
-	void *map = mmap(NULL, seen.length, PROT_READ, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED) {
-		close(fd);
-		return drop_bad(bs, &seen, "unmappable");
-	}
-	if (XXH3_64bits(map, seen.length) != seen.csum) {
+	/* The checksum is checked whenever the file may have changed since it
+	 * last matched (another inode, mtime or ctime: any write or rename),
+	 * and at least every verify interval, so the bytes are checked as
+	 * they come from the disk rather than on every hit from the page
+	 * cache. */
+	bool unchanged = seen.v_at_ns != 0 && seen.v_ino == (uint64_t)st.st_ino &&
+	                 seen.v_mtime_ns == ts_ns(&st.st_mtim) &&
+	                 seen.v_ctime_ns == ts_ns(&st.st_ctim) &&
+	                 now_ns() - seen.v_at_ns < bs->verify_interval_ns;
+	if (!unchanged) {
+		void *map = mmap(NULL, seen.length, PROT_READ, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED) {
+			close(fd);
+			return drop_bad(bs, &seen, "unmappable");
+		}
+		bool good = XXH3_64bits(map, seen.length) == seen.csum;
 		munmap(map, seen.length);
-		close(fd);
-		return drop_bad(bs, &seen, "fails its checksum");
+		if (!good) {
+			close(fd);
+			return drop_bad(bs, &seen, "fails its checksum");
+		}
+		note_verified(bs, &seen, &st);
 	}
 	ref->fd = fd;
 	ref->length = seen.length;
-	ref->map = map;
+	ref->map = NULL;
 	return 0;
+}
+
+void blockstore_set_verify_interval(struct blockstore *bs, uint64_t ms)
+{
+	pthread_mutex_lock(&bs->lock);
+	bs->verify_interval_ns = (int64_t)ms * 1000000;
+	pthread_mutex_unlock(&bs->lock);
 }
 
 void blockstore_release(struct block_ref *ref)
 {
-	if (ref->map != NULL)
-		munmap((void *)ref->map, ref->length);
 	if (ref->fd >= 0)
 		close(ref->fd);
 	ref->map = NULL;

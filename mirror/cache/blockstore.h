@@ -3,7 +3,8 @@
  * share of its file system; blocks stored under a hashed path, written to a
  * temporary name and renamed, named by key hash, length and XXH3 checksum so
  * that the index is rebuilt at start from file names alone; checked against
- * the checksum every time they are read; evicted per dir by S3-FIFO (a small
+ * the checksum whenever they are read from a file that changed since it last
+ * matched (and at least every verify interval); evicted per dir by S3-FIFO (a small
  * probationary FIFO, a main FIFO with a reinsertion bit and a ghost FIFO of
  * recently evicted keys), so one pass over a cold data set larger than the
  * cache does not flush the blocks that are read again and again.
@@ -47,13 +48,17 @@ int blockstore_open(const struct blockstore_dir_config *dirs, size_t n, unsigned
                     struct blockstore **ret, char **why);
 void blockstore_free(struct blockstore *bs);
 
-/* A cached block opened for reading: the fd, its length, and the bytes
- * mapped (checked against the checksum). Release with blockstore_release. */
+/* A cached block opened for reading: the fd and its length. Release with
+ * blockstore_release. */
 struct block_ref {
 	int fd;
 	uint32_t length;
-	const void *map;
+	const void *map; /* unused: NULL */
 };
+/* The checksum is checked on a read whenever the block's file changed
+ * since it last matched (inode, mtime, ctime), and at least this often
+ * (default 60 s). 0: on every read. */
+void blockstore_set_verify_interval(struct blockstore *bs, uint64_t ms);
 /* 0 with ref on a verified hit; -ENOENT when not cached; -EIO when the
  * block was there but corrupt, truncated or unreadable (it is dropped and
  * counted, and the caller refetches). Counts a hit for eviction. */

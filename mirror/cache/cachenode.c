@@ -336,6 +336,7 @@ int cachenode_run(struct cachenode *n)
 	int64_t t0 = cachenode_now_ns();
 	if (open_store(n, &why) < 0)
 		fatal("%s", why ? why : "cannot open the cache dirs");
+	blockstore_set_verify_interval(n->store, n->cfg->cache_verify_ms);
 	struct blockstore_stats st;
 	blockstore_stats(n->store, &st);
 	log_info("index rebuilt: %llu blocks, %llu of %llu bytes, in %.3f s",
