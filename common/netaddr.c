@@ -117,6 +117,13 @@ static void error_cb(struct evconnlistener *lev, void *arg)
 struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hostport,
                                         evconnlistener_cb cb, void *arg, char **ret_err)
 {
+	return netaddr_listen_shared(base, hostport, false, cb, arg, ret_err);
+}
+
+struct netaddr_listener *netaddr_listen_shared(struct event_base *base, const char *hostport,
+                                               bool reuse_port, evconnlistener_cb cb, void *arg,
+                                               char **ret_err)
+{
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	if (netaddr_resolve(hostport, &ss, &sslen, ret_err) < 0)
@@ -127,9 +134,11 @@ struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hos
 	snprintf(l->name, sizeof(l->name), "%s", hostport);
 	l->cb = cb;
 	l->arg = arg;
-	l->lev = evconnlistener_new_bind(
-	    base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-	    1024, (struct sockaddr *)&ss, (int)sslen);
+	l->lev = evconnlistener_new_bind(base, accept_cb, l,
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	                                     LEV_OPT_CLOSE_ON_EXEC |
+	                                     (reuse_port ? LEV_OPT_REUSEABLE_PORT : 0),
+	                                 1024, (struct sockaddr *)&ss, (int)sslen);
 	if (l->lev == NULL) {
 		if (ret_err)
 			*ret_err = errf("listen on %s: %s", hostport, strerror(errno));

@@ -4,6 +4,7 @@
 #ifndef MP_NETADDR_H
 #define MP_NETADDR_H
 
+#include <stdbool.h>
 #include <event2/listener.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -20,6 +21,11 @@ struct netaddr_listener;
 /* Listens on hostport; cb gets each accepted socket. ret_err is malloc'd. */
 struct netaddr_listener *netaddr_listen(struct event_base *base, const char *hostport,
                                         evconnlistener_cb cb, void *arg, char **ret_err);
+/* The same with SO_REUSEPORT when reuse_port: several event loops may then
+ * listen at one address and the kernel spreads connections over them. */
+struct netaddr_listener *netaddr_listen_shared(struct event_base *base, const char *hostport,
+                                               bool reuse_port, evconnlistener_cb cb, void *arg,
+                                               char **ret_err);
 void netaddr_listener_free(struct netaddr_listener *l);
 uint16_t netaddr_listener_port(const struct netaddr_listener *l);
 void netaddr_listener_pause(struct netaddr_listener *l);

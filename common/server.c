@@ -583,7 +583,8 @@ struct server *server_new(struct event_base *base, const struct server_config *c
 	srv->ops = ops;
 	srv->owner = owner;
 	TAILQ_INIT(&srv->conns);
-	srv->listener = netaddr_listen(base, cfg->listen, accept_cb, srv, ret_err);
+	srv->listener =
+	    netaddr_listen_shared(base, cfg->listen, cfg->reuse_port, accept_cb, srv, ret_err);
 	if (srv->listener == NULL) {
 		free(srv);
 		return NULL;

@@ -85,6 +85,7 @@ struct server_config {
 	uint64_t max_frame_bytes;
 	uint64_t idle_timeout_ms;
 	uint64_t max_connections;
+	bool reuse_port;                  /* SO_REUSEPORT: other loops listen at the same address */
 	struct metric *m_connections;     /* may be NULL */
 	struct metric *m_frames_rejected; /* may be NULL */
 };

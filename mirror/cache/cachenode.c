@@ -128,7 +128,9 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_key(&w, "fills_active");
 	json_uint(&w, atomic_load(&n->fills_active));
 	json_key(&w, "connections");
-	json_uint(&w, server_connections(n->server));
+	json_uint(&w, cachenode_connections(n));
+	json_key(&w, "serve_loops");
+	json_uint(&w, n->nloops);
 	pthread_mutex_lock(&n->reg_lock);
 	json_key(&w, "registered");
 	json_bool(&w, n->registered);
@@ -219,6 +221,104 @@ static int metrics_init(struct cachenode *n)
 	return 0;
 }
 
+/* ---- serving loops ---- */
+
+size_t cachenode_connections(struct cachenode *n)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < n->nloops; i++)
+		total += server_connections(n->loops[i].server);
+	return total;
+}
+
+static void stop_listening_cb(evutil_socket_t fd, short what, void *arg)
+{
+	server_stop_listening(arg);
+}
+
+/* Each loop stops accepting, on its own thread. */
+static void stop_listening(struct cachenode *n)
+{
+	server_stop_listening(n->loops[0].server);
+	for (size_t i = 1; i < n->nloops; i++)
+		event_base_once(n->loops[i].base, -1, EV_TIMEOUT, stop_listening_cb,
+		                n->loops[i].server, NULL);
+}
+
+static void *loop_main(void *arg)
+{
+	struct serve_loop *l = arg;
+	event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static void start_loops(struct cachenode *n)
+{
+	struct server_config sc = {
+	    .listen = n->cfg->cache_listen,
+	    .role = "cache",
+	    .cluster_id = n->cluster_id,
+	    .origin = "",
+	    .site = n->cfg->site,
+	    .secret = n->secret,
+	    .secret_len = n->secret_len,
+	    .max_frame_bytes = 1 << 20,
+	    .idle_timeout_ms = 300000,
+	    .max_connections = n->cfg->cache_max_connections,
+	    .reuse_port = n->cfg->cache_serve_threads > 1,
+	};
+	char *why = NULL;
+	char listen[NETADDR_HOST_MAX + 8];
+	n->nloops = n->cfg->cache_serve_threads;
+	if (n->nloops > SERVE_LOOPS_MAX)
+		n->nloops = SERVE_LOOPS_MAX;
+	for (size_t i = 0; i < n->nloops; i++) {
+		struct serve_loop *l = &n->loops[i];
+		l->node = n;
+		l->base = i == 0 ? n->base : event_base_new();
+		if (l->base == NULL)
+			fatal("libevent: cannot make an event base");
+		l->server = server_new(l->base, &sc, &ops, l, &why);
+		if (l->server == NULL)
+			fatal("%s", why);
+		if (i == 0) {
+			/* Port 0: the others listen where the first got. */
+			char host[NETADDR_HOST_MAX];
+			uint16_t port;
+			if (netaddr_split(n->cfg->cache_listen, host, sizeof(host), &port) == 0 &&
+			    port == 0) {
+				snprintf(listen, sizeof(listen), "%.60s:%u", host,
+				         server_port(l->server));
+				sc.listen = listen;
+				if (strcmp(n->address, n->cfg->cache_listen) == 0)
+					snprintf(n->address, sizeof(n->address), "%.70s", listen);
+			}
+			continue;
+		}
+		if (pthread_create(&l->thread, NULL, loop_main, l) != 0)
+			fatal("cannot start serving thread %zu", i);
+		l->running = true;
+	}
+}
+
+static void stop_loops(struct cachenode *n)
+{
+	for (size_t i = 1; i < n->nloops; i++)
+		if (n->loops[i].running) {
+			event_base_loopexit(n->loops[i].base, NULL);
+			pthread_join(n->loops[i].thread, NULL);
+		}
+}
+
+static void free_loops(struct cachenode *n)
+{
+	for (size_t i = 0; i < n->nloops; i++) {
+		server_free(n->loops[i].server);
+		if (i > 0)
+			event_base_free(n->loops[i].base);
+	}
+}
+
 /* ---- signals ---- */
 
 int cachenode_reload(struct cachenode *n, struct mp_config *next);
@@ -232,8 +332,8 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
 	int64_t since = cachenode_now_ns() - drain_started;
 	int64_t period = (int64_t)n->cfg->cache_drain_ms * 1000000;
 	if (since >= period) {
-		server_stop_listening(n->server);
-		if (server_connections(n->server) == 0 || since > period + DRAIN_GRACE_NS) {
+		stop_listening(n);
+		if (cachenode_connections(n) == 0 || since > period + DRAIN_GRACE_NS) {
 			event_base_loopexit(n->base, NULL);
 			return;
 		}
@@ -357,30 +457,7 @@ int cachenode_run(struct cachenode *n)
 		fatal("libevent: cannot make an event base");
 	if (fill_start(n) < 0)
 		fatal("cannot start the fetchers");
-	struct server_config sc = {
-	    .listen = n->cfg->cache_listen,
-	    .role = "cache",
-	    .cluster_id = n->cluster_id,
-	    .origin = "",
-	    .site = n->cfg->site,
-	    .secret = n->secret,
-	    .secret_len = n->secret_len,
-	    .max_frame_bytes = 1 << 20,
-	    .idle_timeout_ms = 300000,
-	    .max_connections = n->cfg->cache_max_connections,
-	};
-	n->server = server_new(n->base, &sc, &ops, n, &why);
-	if (n->server == NULL)
-		fatal("%s", why);
-	if (strcmp(n->address, n->cfg->cache_listen) == 0 && server_port(n->server) != 0) {
-		/* Port 0 in the listen address: advertise the one we got. */
-		char host[NETADDR_HOST_MAX];
-		uint16_t port;
-		if (netaddr_split(n->cfg->cache_listen, host, sizeof(host), &port) == 0 &&
-		    port == 0)
-			snprintf(n->address, sizeof(n->address), "%.60s:%u", host,
-			         server_port(n->server));
-	}
+	start_loops(n);
 	char host[NETADDR_HOST_MAX];
 	uint16_t port;
 	if (netaddr_split(n->cfg->cache_admin, host, sizeof(host), &port) < 0)
@@ -400,18 +477,19 @@ int cachenode_run(struct cachenode *n)
 	evsignal_add(n->sigterm_ev, NULL);
 	evsignal_add(n->sigint_ev, NULL);
 	evsignal_add(n->sighup_ev, NULL);
-	log_info("mp-cache %s of site %s listening on %s (admin %s), block size %llu, %llu "
-	         "fetchers",
+	log_info("mp-cache %s of site %s listening on %s (admin %s, %zu serving loops), block "
+	         "size %llu, %llu fetchers",
 	         n->address, n->cfg->site ? n->cfg->site : "-", n->cfg->cache_listen,
-	         n->cfg->cache_admin, (unsigned long long)n->block_size,
+	         n->cfg->cache_admin, n->nloops, (unsigned long long)n->block_size,
 	         (unsigned long long)n->nfetchers);
 
 	event_base_dispatch(n->base);
 
 	log_info("stopping");
+	stop_loops(n);
 	register_stop(n);
 	fill_stop(n);
-	server_free(n->server);
+	free_loops(n);
 	admin_free(n->admin);
 	event_free(n->sigterm_ev);
 	event_free(n->sigint_ev);

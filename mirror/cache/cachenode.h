@@ -29,13 +29,27 @@
 struct fill;
 TAILQ_HEAD(fill_list, fill);
 
+#define SERVE_LOOPS_MAX 64
+
+/* One event loop serving block reads: loop 0 runs on the main thread (with
+ * the admin endpoints, signals and timers), the others on their own; each
+ * listens at the same address (SO_REUSEPORT) and owns its connections. */
+struct serve_loop {
+	struct cachenode *node;
+	struct event_base *base;
+	struct server *server;
+	pthread_t thread;
+	bool running;
+};
+
 struct cachenode {
 	struct event_base *base;
 	struct mp_config *cfg; /* the site configuration, cache.* included */
 	const char *config_path;
 	struct mp_client *client; /* buckets, and the parent and own groups' nodes */
 	struct blockstore *store;
-	struct server *server;
+	struct serve_loop loops[SERVE_LOOPS_MAX];
+	size_t nloops;
 	struct admin *admin;
 	char address[CACHE_ADDRESS_MAX + 1]; /* as registered */
 	uint64_t block_size;
@@ -45,17 +59,14 @@ struct cachenode {
 	uint8_t *secret;
 	size_t secret_len;
 
-	/* Fills in flight, by block (event loop only). */
+	/* Fills in flight, by block (under queue_lock). */
 	struct fill **inflight;
-	size_t ninflight_buckets;
 	/* The fetchers. */
 	pthread_t *fetchers;
 	size_t nfetchers;
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond;
 	struct fill_list queue; /* waiting for a fetcher */
-	struct fill_list done;  /* fetched, to be answered on the loop */
-	struct event *done_ev;
 	bool stopping;
 	int64_t next_fetch_ns; /* fetch_rate pacing, under queue_lock */
 
@@ -82,19 +93,23 @@ struct cachenode {
 int64_t cachenode_now_ns(void);
 int cachenode_run(struct cachenode *n);
 
+/* Connections open over every loop. */
+size_t cachenode_connections(struct cachenode *n);
+
 /* serve.c */
 void serve_dispatch(void *owner, struct conn *c, struct request *r);
 /* Answers a read from the store; false when the block is not (or no
- * longer) there. */
+ * longer) there. On c's loop. */
 bool serve_from_store(struct cachenode *n, struct conn *c, uint64_t id,
                       const struct block_request *req, const char *source);
 
 /* fill.c */
 int fill_start(struct cachenode *n);
 void fill_stop(struct cachenode *n);
-/* Queues a miss (or joins the fill in flight for its block). */
-void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct block_request *req,
-                  struct block_id bid);
+/* Queues a miss (or joins the fill in flight for its block); the answer
+ * is sent on base, c's loop. */
+void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                  const struct block_request *req, struct block_id bid);
 
 /* register.c */
 int register_start(struct cachenode *n);

@@ -23,9 +23,16 @@
 
 struct waiter {
 	struct waiter *next;
-	struct conn *c; /* referenced */
+	struct cachenode *node;
+	struct event_base *base; /* c's loop */
+	struct conn *c;          /* referenced (on its loop) */
 	uint64_t id;
 	struct block_request req;
+	/* The fill's outcome, copied for the answer on c's loop. */
+	int result;
+	uint64_t block;
+	char source[16];
+	char why[1600];
 };
 
 struct fill {
@@ -64,29 +71,34 @@ static void inflight_remove(struct cachenode *n, struct fill *f)
 		}
 }
 
-void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct block_request *req,
-                  struct block_id bid)
+void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                  const struct block_request *req, struct block_id bid)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (w == NULL) {
 		conn_send_error(c, id, -ENOMEM, "out of memory");
 		return;
 	}
+	w->node = n;
+	w->base = base;
 	w->c = c;
 	w->id = id;
 	w->req = *req;
 	w->req.grant = NULL; /* points into a frame that is about to go */
 	w->req.grant_len = 0;
 	conn_ref(c);
+	pthread_mutex_lock(&n->queue_lock);
 	struct fill *f = inflight_find(n, bid);
 	if (f != NULL && f->req.size >= req->size) {
-		metric_add(n->m_waits, 1);
 		w->next = f->waiters;
 		f->waiters = w;
+		pthread_mutex_unlock(&n->queue_lock);
+		metric_add(n->m_waits, 1);
 		return;
 	}
 	f = calloc(1, sizeof(*f));
 	if (f == NULL) {
+		pthread_mutex_unlock(&n->queue_lock);
 		conn_unref(c);
 		free(w);
 		conn_send_error(c, id, -ENOMEM, "out of memory");
@@ -107,7 +119,6 @@ void fill_request(struct cachenode *n, struct conn *c, uint64_t id, const struct
 	f->started_ns = cachenode_now_ns();
 	f->hnext = n->inflight[slot(bid)];
 	n->inflight[slot(bid)] = f;
-	pthread_mutex_lock(&n->queue_lock);
 	TAILQ_INSERT_TAIL(&n->queue, f, link);
 	pthread_cond_signal(&n->queue_cond);
 	pthread_mutex_unlock(&n->queue_lock);
@@ -227,8 +238,8 @@ static void fetch(struct cachenode *n, struct fill *f)
 	} else {
 		r = from_buckets(n, f, buf);
 	}
-	if (r == 0 && f->block_off == 0 && f->block_len == f->req.size && objstore_etag_is_md5(f->req.etag) &&
-	    !md5_matches(buf, f->block_len, f->req.etag)) {
+	if (r == 0 && f->block_off == 0 && f->block_len == f->req.size &&
+	    objstore_etag_is_md5(f->req.etag) && !md5_matches(buf, f->block_len, f->req.etag)) {
 		r = -EIO;
 		snprintf(
 		    f->why, sizeof(f->why),
@@ -246,6 +257,8 @@ static void fetch(struct cachenode *n, struct fill *f)
 	f->result = r;
 }
 
+static void finish(struct cachenode *n, struct fill *f);
+
 static void *fetcher_main(void *arg)
 {
 	struct cachenode *n = arg;
@@ -262,16 +275,39 @@ static void *fetcher_main(void *arg)
 		fetch(n, f);
 		pthread_mutex_lock(&n->queue_lock);
 		atomic_fetch_sub(&n->fills_active, 1);
-		TAILQ_INSERT_TAIL(&n->done, f, link);
-		event_active(n->done_ev, EV_READ, 0);
+		inflight_remove(n, f);
+		pthread_mutex_unlock(&n->queue_lock);
+		finish(n, f);
+		pthread_mutex_lock(&n->queue_lock);
 	}
 	pthread_mutex_unlock(&n->queue_lock);
 	return NULL;
 }
 
-/* ---- answering, on the event loop ---- */
+/* ---- answering, on each waiter's loop ---- */
 
-static void answer(struct cachenode *n, struct fill *f)
+static void answer_waiter(evutil_socket_t fd, short what, void *arg)
+{
+	struct waiter *w = arg;
+	struct cachenode *n = w->node;
+	if (conn_alive(w->c)) {
+		if (w->result < 0)
+			conn_send_error(w->c, w->id, w->result == -ENOENT ? -ENOENT : -EIO, "%s",
+			                w->why);
+		else if (!serve_from_store(n, w->c, w->id, &w->req, w->source))
+			conn_send_error(
+			    w->c, w->id, -EIO,
+			    "block %llu of %s/%s was evicted or lost before it could be "
+			    "sent: read again",
+			    (unsigned long long)w->block, w->req.bucket, w->req.key);
+	}
+	conn_unref(w->c);
+	free(w);
+}
+
+/* On the fetcher: accounts for the fill and posts each waiter's answer to
+ * its connection's loop. */
+static void finish(struct cachenode *n, struct fill *f)
 {
 	metric_observe(n->m_fill_seconds, (double)(cachenode_now_ns() - f->started_ns) / 1e9);
 	if (f->result < 0) {
@@ -284,36 +320,16 @@ static void answer(struct cachenode *n, struct fill *f)
 	}
 	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
 		next = w->next;
-		if (conn_alive(w->c)) {
-			if (f->result < 0)
-				conn_send_error(w->c, w->id, f->result == -ENOENT ? -ENOENT : -EIO,
-				                "%s", f->why);
-			else if (!serve_from_store(n, w->c, w->id, &w->req, f->source))
-				conn_send_error(w->c, w->id, -EIO,
-				                "block %llu of %s/%s was evicted or lost before it "
-				                "could be sent: read again",
-				                (unsigned long long)(f->block_off / n->block_size),
-				                f->req.bucket, f->req.key);
+		w->result = f->result;
+		w->block = f->block_off / n->block_size;
+		snprintf(w->source, sizeof(w->source), "%s", f->source);
+		snprintf(w->why, sizeof(w->why), "%s", f->why);
+		if (event_base_once(w->base, -1, EV_TIMEOUT, answer_waiter, w, NULL) < 0) {
+			/* The loop is gone (stopping): nothing to answer on. */
+			free(w);
 		}
-		conn_unref(w->c);
-		free(w);
 	}
 	free(f);
-}
-
-static void done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct cachenode *n = arg;
-	struct fill_list ready = TAILQ_HEAD_INITIALIZER(ready);
-	pthread_mutex_lock(&n->queue_lock);
-	TAILQ_CONCAT(&ready, &n->done, link);
-	pthread_mutex_unlock(&n->queue_lock);
-	struct fill *f;
-	while ((f = TAILQ_FIRST(&ready)) != NULL) {
-		TAILQ_REMOVE(&ready, f, link);
-		inflight_remove(n, f);
-		answer(n, f);
-	}
 }
 
 int fill_start(struct cachenode *n)
@@ -326,10 +342,6 @@ int fill_start(struct cachenode *n)
 	pthread_mutex_init(&n->queue_lock, NULL);
 	pthread_cond_init(&n->queue_cond, NULL);
 	TAILQ_INIT(&n->queue);
-	TAILQ_INIT(&n->done);
-	n->done_ev = event_new(n->base, -1, 0, done_cb, n);
-	if (n->done_ev == NULL)
-		return -ENOMEM;
 	for (size_t i = 0; i < n->nfetchers; i++)
 		if (pthread_create(&n->fetchers[i], NULL, fetcher_main, n) != 0) {
 			n->nfetchers = i;
@@ -363,11 +375,7 @@ void fill_stop(struct cachenode *n)
 		TAILQ_REMOVE(&n->queue, f, link);
 		drop_fill(f);
 	}
-	while ((f = TAILQ_FIRST(&n->done)) != NULL) {
-		TAILQ_REMOVE(&n->done, f, link);
-		drop_fill(f);
-	}
-	event_free(n->done_ev);
+
 	free(n->fetchers);
 	free(n->inflight);
 	n->fetchers = NULL;

@@ -66,8 +66,9 @@ bool serve_from_store(struct cachenode *n, struct conn *c, uint64_t id,
 	return true;
 }
 
-static void block_read(struct cachenode *n, struct conn *c, struct request *r)
+static void block_read(struct serve_loop *l, struct conn *c, struct request *r)
 {
+	struct cachenode *n = l->node;
 	struct block_request req;
 	char why[256];
 	if (cacheproto_parse_block_read(r->frame.body, n->block_size, &req, why, sizeof(why)) < 0) {
@@ -103,7 +104,8 @@ static void block_read(struct cachenode *n, struct conn *c, struct request *r)
 	atomic_fetch_add(&n->misses, 1);
 	metric_add(n->m_misses, 1);
 	uint64_t index = req.offset / n->block_size;
-	fill_request(n, c, r->id, &req, hrw_block_id(req.bucket, req.key, req.etag, index));
+	fill_request(n, l->base, c, r->id, &req,
+	             hrw_block_id(req.bucket, req.key, req.etag, index));
 }
 
 static void version(struct cachenode *n, struct conn *c, uint64_t id)
@@ -129,10 +131,11 @@ static void version(struct cachenode *n, struct conn *c, uint64_t id)
 
 void serve_dispatch(void *owner, struct conn *c, struct request *r)
 {
-	struct cachenode *n = owner;
+	struct serve_loop *l = owner;
+	struct cachenode *n = l->node;
 	switch (r->frame.type) {
 	case MT_BLOCK_READ:
-		block_read(n, c, r);
+		block_read(l, c, r);
 		break;
 	case MT_VERSION:
 		version(n, c, r->id);
