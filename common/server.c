@@ -186,6 +186,39 @@ void conn_send(struct conn *c, const void *data, size_t len)
 	pause_if_full(c, out);
 }
 
+struct ref_release {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void ref_cleanup(const void *data, size_t len, void *arg)
+{
+	struct ref_release *r = arg;
+	r->fn(r->arg);
+	free(r);
+}
+
+void conn_send_reference(struct conn *c, const void *head, size_t head_len, const void *data,
+                         size_t len, void (*release)(void *arg), void *arg)
+{
+	struct ref_release *r = c->bev ? malloc(sizeof(*r)) : NULL;
+	if (r == NULL) {
+		release(arg);
+		return;
+	}
+	r->fn = release;
+	r->arg = arg;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	bufferevent_write(c->bev, head, head_len);
+	if (evbuffer_add_reference(out, data, len, ref_cleanup, r) < 0) {
+		release(arg);
+		free(r);
+		conn_close(c, "cannot queue a block");
+		return;
+	}
+	pause_if_full(c, out);
+}
+
 int conn_send_file(struct conn *c, const void *head, size_t head_len, int fd, uint64_t offset,
                    uint64_t len)
 {

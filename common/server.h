@@ -119,6 +119,10 @@ void conn_send(struct conn *c, const void *data, size_t len);
  * the caller's (a duplicate is kept while queued). Returns 0 or -errno. */
 int conn_send_file(struct conn *c, const void *head, size_t head_len, int fd, uint64_t offset,
                    uint64_t len);
+/* Queues a frame whose last len bytes are data, sent without a copy;
+ * release(arg) runs once they left (or at once if c is closed). */
+void conn_send_reference(struct conn *c, const void *head, size_t head_len, const void *data,
+                         size_t len, void (*release)(void *arg), void *arg);
 /* Sends ERROR {code, errno, message, version}. */
 void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

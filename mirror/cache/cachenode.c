@@ -386,31 +386,36 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	evtimer_add(n->drain_ev, &tv);
 }
 
+int cachenode_parse_dir(const char *item, char **ret_path, uint64_t *ret_size, char **why)
+{
+	const char *colon = strrchr(item, ':');
+	uint64_t size = 0;
+	if (colon != NULL && (units_parse_size(colon + 1, &size) < 0 || size < CACHE_DIR_MIN_BYTES))
+		return asprintf(
+		           why,
+		           "cache dir '%s': the size after ':' is not a size of at least 16MiB "
+		           "(say 10GiB)",
+		           item) < 0
+		           ? -ENOMEM
+		           : -EINVAL;
+	if ((colon ? colon : item + strlen(item)) == item)
+		return asprintf(why, "cache dir '%s': no directory before the size", item) < 0
+		           ? -ENOMEM
+		           : -EINVAL;
+	*ret_path = colon ? strndup(item, (size_t)(colon - item)) : strdup(item);
+	*ret_size = size;
+	return *ret_path ? 0 : -ENOMEM;
+}
+
 static int open_store(struct cachenode *n, char **why)
 {
 	struct blockstore_dir_config dirs[BLOCKSTORE_DIRS_MAX];
 	char *paths[BLOCKSTORE_DIRS_MAX] = {0};
 	size_t nd = n->cfg->cache_dirs.n;
 	int r = 0;
-	for (size_t i = 0; i < nd && i < BLOCKSTORE_DIRS_MAX; i++) {
-		const char *item = n->cfg->cache_dirs.items[i];
-		const char *colon = strrchr(item, ':');
-		uint64_t size = 0;
-		if (colon != NULL) {
-			if (units_parse_size(colon + 1, &size) < 0 || size < (16u << 20)) {
-				r = asprintf(
-				        why,
-				        "cache dir '%s': the size after ':' is not a size of at "
-				        "least 16MiB (say 10GiB)",
-				        item) < 0
-				        ? -ENOMEM
-				        : -EINVAL;
-				break;
-			}
-			paths[i] = strndup(item, (size_t)(colon - item));
-		} else {
-			paths[i] = strdup(item);
-		}
+	for (size_t i = 0; i < nd && i < BLOCKSTORE_DIRS_MAX && r == 0; i++) {
+		uint64_t size;
+		r = cachenode_parse_dir(n->cfg->cache_dirs.items[i], &paths[i], &size, why);
 		dirs[i] = (struct blockstore_dir_config){paths[i], size};
 	}
 	if (r == 0)

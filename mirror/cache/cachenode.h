@@ -90,7 +90,12 @@ struct cachenode {
 	_Atomic uint64_t hits, misses, fills_active;
 };
 
+#define CACHE_DIR_MIN_BYTES (16u << 20)
+
 int64_t cachenode_now_ns(void);
+/* A cache dir spec "DIR[:SIZE]": the path (malloc'd) and size (0: the
+ * file system's). Errors name the spec. */
+int cachenode_parse_dir(const char *item, char **ret_path, uint64_t *ret_size, char **why);
 int cachenode_run(struct cachenode *n);
 
 /* Connections open over every loop. */
@@ -102,6 +107,11 @@ void serve_dispatch(void *owner, struct conn *c, struct request *r);
  * longer) there. On c's loop. */
 bool serve_from_store(struct cachenode *n, struct conn *c, uint64_t id,
                       const struct block_request *req, const char *source);
+/* Answers a read from a block's bytes in memory (block_off: the object
+ * offset of data[0]); release(arg) runs once they are sent. */
+void serve_from_memory(struct conn *c, uint64_t id, const struct block_request *req,
+                       const char *source, const uint8_t *data, uint64_t block_off,
+                       void (*release)(void *arg), void *arg);
 
 /* fill.c */
 int fill_start(struct cachenode *n);

@@ -10,6 +10,7 @@
  * whole block, then stored; the waiters are answered from the store on the
  * event loop. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,22 @@
 #include "log.h"
 
 #define INFLIGHT_BUCKETS 1024
+
+/* A fetched block's bytes, answered to every waiter from memory (no reopen,
+ * no race with an eviction) and freed by the last of them. */
+struct block_bytes {
+	atomic_int refs;
+	uint8_t *data;
+};
+
+static void bytes_unref(void *arg)
+{
+	struct block_bytes *b = arg;
+	if (atomic_fetch_sub(&b->refs, 1) == 1) {
+		free(b->data);
+		free(b);
+	}
+}
 
 struct waiter {
 	struct waiter *next;
@@ -33,6 +50,8 @@ struct waiter {
 	uint64_t block;
 	char source[16];
 	char why[1600];
+	struct block_bytes *bytes; /* referenced; NULL when the fill failed */
+	uint64_t block_off;
 };
 
 struct fill {
@@ -47,6 +66,7 @@ struct fill {
 	char why[1600];
 	char source[16];
 	int64_t started_ns;
+	struct block_bytes *bytes; /* what was fetched, shared by the waiters */
 };
 
 static size_t slot(struct block_id id)
@@ -249,9 +269,23 @@ static void fetch(struct cachenode *n, struct fill *f)
 	}
 	if (r == 0) {
 		metric_add(metric_child(n->m_fetched, f->source), (double)f->block_len);
-		r = blockstore_put(n->store, f->bid, buf, (uint32_t)f->block_len);
-		if (r < 0)
-			snprintf(f->why, sizeof(f->why), "storing the block: %s", strerror(-r));
+		int s = blockstore_put(n->store, f->bid, buf, (uint32_t)f->block_len);
+		/* The readers get the bytes anyway; the next one fills again. */
+		if (s < 0)
+			log_warn("block %llu of %s/%s not stored: %s",
+			         (unsigned long long)(f->block_off / n->block_size), f->req.bucket,
+			         f->req.key, strerror(-s));
+	}
+	if (r == 0) {
+		f->bytes = malloc(sizeof(*f->bytes));
+		if (f->bytes == NULL) {
+			r = -ENOMEM;
+			snprintf(f->why, sizeof(f->why), "out of memory");
+		} else {
+			atomic_init(&f->bytes->refs, 1);
+			f->bytes->data = buf;
+			buf = NULL;
+		}
 	}
 	free(buf);
 	f->result = r;
@@ -289,18 +323,13 @@ static void *fetcher_main(void *arg)
 static void answer_waiter(evutil_socket_t fd, short what, void *arg)
 {
 	struct waiter *w = arg;
-	struct cachenode *n = w->node;
-	if (conn_alive(w->c)) {
-		if (w->result < 0)
-			conn_send_error(w->c, w->id, w->result == -ENOENT ? -ENOENT : -EIO, "%s",
-			                w->why);
-		else if (!serve_from_store(n, w->c, w->id, &w->req, w->source))
-			conn_send_error(
-			    w->c, w->id, -EIO,
-			    "block %llu of %s/%s was evicted or lost before it could be "
-			    "sent: read again",
-			    (unsigned long long)w->block, w->req.bucket, w->req.key);
-	}
+	if (conn_alive(w->c) && w->result < 0)
+		conn_send_error(w->c, w->id, w->result == -ENOENT ? -ENOENT : -EIO, "%s", w->why);
+	else if (conn_alive(w->c))
+		serve_from_memory(w->c, w->id, &w->req, w->source, w->bytes->data, w->block_off,
+		                  bytes_unref, w->bytes);
+	else if (w->bytes != NULL)
+		bytes_unref(w->bytes);
 	conn_unref(w->c);
 	free(w);
 }
@@ -322,13 +351,22 @@ static void finish(struct cachenode *n, struct fill *f)
 		next = w->next;
 		w->result = f->result;
 		w->block = f->block_off / n->block_size;
+		w->block_off = f->block_off;
+		if (f->bytes != NULL) {
+			atomic_fetch_add(&f->bytes->refs, 1);
+			w->bytes = f->bytes;
+		}
 		snprintf(w->source, sizeof(w->source), "%s", f->source);
 		snprintf(w->why, sizeof(w->why), "%s", f->why);
 		if (event_base_once(w->base, -1, EV_TIMEOUT, answer_waiter, w, NULL) < 0) {
 			/* The loop is gone (stopping): nothing to answer on. */
+			if (w->bytes != NULL)
+				bytes_unref(w->bytes);
 			free(w);
 		}
 	}
+	if (f->bytes != NULL)
+		bytes_unref(f->bytes);
 	free(f);
 }
 

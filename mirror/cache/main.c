@@ -6,7 +6,9 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <yaml.h>
 
 #include "cachenode.h"
 #include "log.h"
@@ -43,7 +45,38 @@ static int set(mp_config *cfg, const char *name, const char *value)
 	return r;
 }
 
-static int check(struct mp_config *cfg)
+/* Where value stands in a YAML file (the first scalar holding it), as
+ * "FILE:LINE:COL", so that a value checked after loading is reported like a
+ * parse error; "" when it is not there (a flag). */
+static void locate(const char *path, const char *value, char *out, size_t cap)
+{
+	out[0] = '\0';
+	FILE *f = path ? fopen(path, "rb") : NULL;
+	if (f == NULL)
+		return;
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	if (!yaml_parser_initialize(&parser)) {
+		fclose(f);
+		return;
+	}
+	yaml_parser_set_input_file(&parser, f);
+	for (bool done = false; !done && yaml_parser_parse(&parser, &ev);) {
+		if (ev.type == YAML_SCALAR_EVENT &&
+		    strstr((const char *)ev.data.scalar.value, value) != NULL) {
+			snprintf(out, cap, "%s:%zu:%zu: ", path, ev.start_mark.line + 1,
+			         ev.start_mark.column + 1);
+			done = true;
+		}
+		if (ev.type == YAML_STREAM_END_EVENT)
+			done = true;
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	fclose(f);
+}
+
+static int check(struct mp_config *cfg, const char *config_path)
 {
 	if (cfg->site == NULL || cfg->site[0] == '\0' || strlen(cfg->site) > 64) {
 		fprintf(stderr, "mp-cache: site is required (1..64 characters): --site NAME or "
@@ -58,6 +91,19 @@ static int check(struct mp_config *cfg)
 	if (cfg->cache_dirs.n > BLOCKSTORE_DIRS_MAX) {
 		fprintf(stderr, "mp-cache: at most %d cache dirs\n", BLOCKSTORE_DIRS_MAX);
 		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->cache_dirs.n; i++) {
+		char *path = NULL, *why = NULL;
+		uint64_t size;
+		int r = cachenode_parse_dir(cfg->cache_dirs.items[i], &path, &size, &why);
+		free(path);
+		if (r < 0) {
+			char where[PATH_MAX + 64];
+			locate(config_path, cfg->cache_dirs.items[i], where, sizeof(where));
+			fprintf(stderr, "mp-cache: %s%s\n", where, why ? why : "out of memory");
+			free(why);
+			return r;
+		}
 	}
 	mp_client *c;
 	mp_error err;
@@ -179,7 +225,7 @@ int main(int argc, char **argv)
 			goto out;
 	if (dirs != NULL && set(cfg, "cache.dirs", dirs) < 0)
 		goto out;
-	if (check(cfg) < 0)
+	if (check(cfg, config) < 0)
 		goto out;
 	if (check_only) {
 		printf("configuration OK\n");

@@ -66,6 +66,18 @@ bool serve_from_store(struct cachenode *n, struct conn *c, uint64_t id,
 	return true;
 }
 
+void serve_from_memory(struct conn *c, uint64_t id, const struct block_request *req,
+                       const char *source, const uint8_t *data, uint64_t block_off,
+                       void (*release)(void *arg), void *arg)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	reply_head(&sb, id, req->length, source);
+	conn_send_reference(c, sb.data, sb.size, data + (req->offset - block_off), req->length,
+	                    release, arg);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 static void block_read(struct serve_loop *l, struct conn *c, struct request *r)
 {
 	struct cachenode *n = l->node;
