@@ -55,6 +55,12 @@ const char *proto_msg_name(unsigned type)
 		return "SNAPSHOT_CHUNK";
 	case MT_SNAPSHOT_END:
 		return "SNAPSHOT_END";
+	case MT_BLOCK_READ:
+		return "BLOCK_READ";
+	case MT_CACHE_REGISTER:
+		return "CACHE_REGISTER";
+	case MT_CACHE_MEMBERS:
+		return "CACHE_MEMBERS";
 	default:
 		return "UNKNOWN";
 	}
