@@ -154,9 +154,11 @@ void serve_dispatch(void *owner, struct conn *c, struct request *r)
 		break;
 	default:
 		metric_add(n->m_errors, 1);
-		conn_send_error(c, r->id, -EPROTO,
-		                "%s is not served by a cache node (BLOCK_READ and VERSION are)",
-		                proto_msg_name(r->frame.type));
+		conn_send_error(
+		    c, r->id, -EPROTO,
+		    "%s (type %u) is not served by a cache node (BLOCK_READ and VERSION "
+		    "are)",
+		    proto_msg_name(r->frame.type), (unsigned)r->frame.type);
 		break;
 	}
 	request_free(r);
