@@ -488,6 +488,14 @@ static bool is_set(const struct policy_item *it, const struct policy_section *s,
 	return k >= 0 && (it->set & ~it->bad & (1u << k));
 }
 
+/* Given, even if its value was refused: for checks of which keys go
+ * together, so a bad value is not also reported as missing. */
+static bool given(const struct policy_item *it, const struct policy_section *s, const char *key)
+{
+	int k = policy_field_index(s, key);
+	return k >= 0 && (it->set & (1u << k));
+}
+
 static struct policy_pos pos_of(const struct policy_item *it, const struct policy_section *s,
                                 const char *key)
 {
@@ -545,7 +553,8 @@ static void check_item(const struct policy *p, const struct policy_section *s, s
 	if (s == &policy_sections[SEC_REPLICATION]) {
 		struct policy_replication *r = (struct policy_replication *)it;
 		check_sites(p, &r->sites, known, errs);
-		if (is_set(it, s, "data") && r->data == POLICY_DATA_REPLICATE && !r->bucket)
+		if (is_set(it, s, "data") && r->data == POLICY_DATA_REPLICATE &&
+		    !given(it, s, "bucket"))
 			policy_error_add(errs, p->file, pos_of(it, s, "data"),
 			                 "%s: 'bucket' is required with data: replicate", label);
 		if (r->bucket && is_set(it, s, "data") && r->data != POLICY_DATA_REPLICATE)
@@ -558,7 +567,7 @@ static void check_item(const struct policy *p, const struct policy_section *s, s
 			                 "%s: unknown bucket alias '%s'", label, r->bucket);
 	} else {
 		struct policy_warmup *w = (struct policy_warmup *)it;
-		bool paths = is_set(it, s, "paths"), list = is_set(it, s, "list");
+		bool paths = given(it, s, "paths"), list = given(it, s, "list");
 		check_sites(p, &w->sites, known, errs);
 		if (paths && list)
 			policy_error_add(errs, p->file, pos_of(it, s, "list"),
@@ -567,7 +576,7 @@ static void check_item(const struct policy *p, const struct policy_section *s, s
 			policy_error_add(errs, p->file, it->pos, "%s: missing 'paths' or 'list'",
 			                 label);
 		if (is_set(it, s, "trigger") && w->trigger == POLICY_TRIGGER_SCHEDULE &&
-		    !is_set(it, s, "schedule"))
+		    !given(it, s, "schedule"))
 			policy_error_add(errs, p->file, pos_of(it, s, "trigger"),
 			                 "%s: 'schedule' is required with trigger: schedule",
 			                 label);

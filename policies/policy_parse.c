@@ -457,8 +457,13 @@ int policy_parse_file(const char *path, const struct policy_known *known, struct
 		return -EINVAL;
 	r = paths_read_file(path, POLICY_MAX_FILE_BYTES, &buf, &len, NULL, &msg);
 	if (r < 0) {
-		policy_error_add(errs, path, (struct policy_pos){0, 0}, "%s",
-		                 msg ? msg : "cannot read");
+		/* msg already starts with the path */
+		size_t plen = strlen(path);
+		const char *why = msg && strncmp(msg, path, plen) == 0 && msg[plen] == ':'
+		                      ? msg + plen + 1 + (msg[plen + 1] == ' ')
+		                  : msg ? msg
+		                        : "cannot read";
+		policy_error_add(errs, path, (struct policy_pos){0, 0}, "%s", why);
 		free(msg);
 		return r;
 	}

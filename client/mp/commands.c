@@ -49,6 +49,11 @@ static const struct command commands[] = {
      "it). Exits 1 when no primary answers.\n"},
     {"version", cmd_status_version, "version", "versions: mp, the primary, a mirror; cluster id",
      NULL},
+    {"policy", cmd_policy, "policy check FILE", "check a policy file (offline)",
+     "  --sites LIST     the sites a policy may name (a,b,...); unknown ones are errors\n"
+     "  --buckets LIST   the bucket aliases a rule may name, likewise\n"
+     "Prints \"policy OK: N replication rules, M warmup pipelines\", or each error as\n"
+     "FILE:LINE:COL: message on stderr and exits 1.\n"},
     {"help", commands_help_cmd, "help [COMMAND]", "show this help, or a command's", NULL},
 };
 
