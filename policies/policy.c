@@ -711,3 +711,97 @@ time_t policy_cron_next(const struct cron *c, time_t after)
 {
 	return cron_next(c, after);
 }
+
+/* ---- JSON ---- */
+
+static void json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+/* An item's fields, in schema order, as members of a JSON object. */
+static void json_item(FILE *out, const struct policy_section *s, const void *item)
+{
+	bool first = true;
+
+	fputc('{', out);
+	for (const struct policy_field *f = s->fields; f->name; f++) {
+		const void *v = (const char *)item + f->offset;
+		if (!first)
+			fputs(", ", out);
+		first = false;
+		json_string(out, f->name);
+		fputs(": ", out);
+		switch (f->type) {
+		case POLICY_T_NAME:
+		case POLICY_T_ALIAS:
+		case POLICY_T_PATH:
+			if (*(char *const *)v)
+				json_string(out, *(char *const *)v);
+			else
+				fputs("null", out);
+			break;
+		case POLICY_T_GLOBS:
+		case POLICY_T_SITES: {
+			const struct policy_list *l = v;
+			fputc('[', out);
+			for (size_t i = 0; i < l->n; i++) {
+				if (i)
+					fputs(", ", out);
+				json_string(out, l->items[i]);
+			}
+			fputc(']', out);
+			break;
+		}
+		case POLICY_T_ENUM:
+			json_string(out, f->choices[*(const unsigned *)v]);
+			break;
+		case POLICY_T_UINT:
+		case POLICY_T_SIZE:
+		case POLICY_T_DURATION:
+			/* sizes in bytes, durations in milliseconds */
+			fprintf(out, "%" PRIu64, *(const uint64_t *)v);
+			break;
+		case POLICY_T_BOOL:
+			fputs(*(const bool *)v ? "true" : "false", out);
+			break;
+		case POLICY_T_SCHEDULE: {
+			const struct policy_schedule *sc = v;
+			if (sc->text)
+				json_string(out, sc->text);
+			else
+				fputs("null", out);
+			break;
+		}
+		}
+	}
+	fputc('}', out);
+}
+
+int policy_to_json(const struct policy *p, FILE *out)
+{
+	fprintf(out, "{\"version\": %" PRIu64, p->version);
+	for (size_t k = 0; k < 2; k++) {
+		const struct policy_section *s = &policy_sections[k];
+		const char *list = *(char *const *)((const char *)p + s->list_offset);
+		size_t n = *(const size_t *)((const char *)p + s->count_offset);
+		fprintf(out, ", \"%s\": [", s->key);
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				fputs(", ", out);
+			json_item(out, s, list + i * s->item_size);
+		}
+		fputc(']', out);
+	}
+	fputs("}\n", out);
+	return ferror(out) ? -EIO : 0;
+}

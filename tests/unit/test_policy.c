@@ -139,6 +139,29 @@ static void test_good(void **state)
 	(void)state;
 }
 
+static void test_json(void **state)
+{
+	struct policy *p = parse_ok(good, NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	assert_int_equal(policy_to_json(p, f), 0);
+	fclose(f);
+	assert_non_null(strstr(buf, "{\"version\": 1, \"replication\": [{\"name\": "
+	                            "\"imagenet-to-eu\", \"paths\": [\"/datasets/imagenet/**\"], "
+	                            "\"sites\": [\"eu-west\", \"us-east\"], \"data\": "
+	                            "\"replicate\", \"bucket\": \"site-copy\", \"bandwidth\": "
+	                            "100000000, \"concurrency\": 8, \"verify\": \"sha256\", "
+	                            "\"keep\": 604800000}"));
+	assert_non_null(strstr(buf, "\"schedule\": \"*/5 1-3 * * mon-fri\""));
+	assert_non_null(strstr(buf, "\"list\": null"));
+	free(buf);
+	policy_free(p);
+	(void)state;
+}
+
 static void test_match(void **state)
 {
 	struct policy *p = parse_ok(good, NULL);
@@ -467,6 +490,7 @@ int main(void)
 	    cmocka_unit_test(test_warmup_errors), cmocka_unit_test(test_many_errors),
 	    cmocka_unit_test(test_known),         cmocka_unit_test(test_conflicts),
 	    cmocka_unit_test(test_file),          cmocka_unit_test(test_cron),
+	    cmocka_unit_test(test_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
