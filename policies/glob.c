@@ -120,6 +120,11 @@ const char *glob_pattern(const struct glob *g)
 	return g->pattern;
 }
 
+size_t glob_components(const struct glob *g)
+{
+	return g->n;
+}
+
 /* The greedy wildcard walk, used at both levels: pattern elements 0..n
  * against subject elements 0..m, where a star element (is_star) takes any
  * run of subject elements and the others must match one (eq). On a mismatch

@@ -33,6 +33,10 @@ void glob_free(struct glob *g);
 /* The pattern as compiled; owned by g. */
 const char *glob_pattern(const struct glob *g);
 
+/* The number of components; glob_overlap costs about the product of two
+ * globs' counts (plus one each). */
+size_t glob_components(const struct glob *g);
+
 /* Whether the absolute path matches. Empty components of path ("//", a
  * trailing '/') are ignored; a relative path, or one longer than PATH_MAX,
  * matches nothing. Runs in O(len(pattern) * len(path)). */

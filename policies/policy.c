@@ -13,8 +13,9 @@
 #include "units.h"
 
 #define ERRLEN 512
-/* Glob pairs compared for conflicts before giving up on a huge policy. */
-#define CONFLICT_BUDGET (4 * 1000 * 1000)
+/* Work (pairs of glob positions) spent on conflicts before giving up on a
+ * huge policy: well under a second. */
+#define CONFLICT_BUDGET (200 * 1000 * 1000)
 
 static const char *const data_choices[] = {"replicate", "cache", "none", NULL};
 static const char *const verify_choices[] = {"md5", "sha256", NULL};
@@ -647,13 +648,16 @@ static void check_conflicts(const struct policy *p, struct policy_errors *errs)
 				continue;
 			for (size_t x = 0; x < a->paths.n && !found; x++) {
 				for (size_t y = 0; y < b->paths.n && !found; y++) {
-					if (budget-- == 0) {
+					uint64_t cost = (glob_components(a->paths.globs[x]) + 1) *
+					                (glob_components(b->paths.globs[y]) + 1);
+					if (cost > budget) {
 						policy_error_add(
 						    errs, p->file, (struct policy_pos){0, 0},
 						    "too many rules and paths to check "
 						    "for conflicts");
 						return;
 					}
+					budget -= cost;
 					if (!glob_overlap(a->paths.globs[x], b->paths.globs[y],
 					                  witness, sizeof(witness)))
 						continue;

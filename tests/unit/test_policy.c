@@ -397,6 +397,39 @@ static void test_conflicts(void **state)
 	(void)state;
 }
 
+/* Conflict checking is bounded: two rules of 64 deep globs each, none
+ * overlapping, would cost 64 * 64 * 251 * 251 steps; the check gives up
+ * with an error instead of taking minutes. */
+static void test_conflict_budget(void **state)
+{
+	size_t cap = 512 * 1024, o = 0;
+	char *text = malloc(cap);
+	struct policy_errors errs = {0};
+	struct policy *p = NULL;
+
+	assert_non_null(text);
+	o += (size_t)snprintf(text + o, cap - o, "version: 1\nreplication:\n");
+	for (int r = 0; r < 2; r++) {
+		o += (size_t)snprintf(text + o, cap - o,
+		                      "  - name: r%d\n    sites: ['*']\n    data: %s\n    paths:\n",
+		                      r, r ? "none" : "cache");
+		for (int g = 0; g < 64; g++) {
+			o += (size_t)snprintf(text + o, cap - o, "      - /**");
+			for (int k = 0; k < 248; k++)
+				o += (size_t)snprintf(text + o, cap - o, "/x");
+			o += (size_t)snprintf(text + o, cap - o, "/%c%d\n", 'a' + r, g);
+		}
+	}
+	assert_true(o < cap - 1);
+	assert_int_equal(policy_parse_buffer("p.yaml", text, o, NULL, &p, &errs), -EINVAL);
+	assert_int_equal(errs.n, 1);
+	assert_string_equal(errs.v[0].text,
+	                    "p.yaml: too many rules and paths to check for conflicts");
+	policy_errors_clear(&errs);
+	free(text);
+	(void)state;
+}
+
 static void test_file(void **state)
 {
 	char path[] = "/tmp/test_policy_XXXXXX";
@@ -490,7 +523,7 @@ int main(void)
 	    cmocka_unit_test(test_warmup_errors), cmocka_unit_test(test_many_errors),
 	    cmocka_unit_test(test_known),         cmocka_unit_test(test_conflicts),
 	    cmocka_unit_test(test_file),          cmocka_unit_test(test_cron),
-	    cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_json),          cmocka_unit_test(test_conflict_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
