@@ -67,6 +67,7 @@ struct fill {
 	char source[16];
 	int64_t started_ns;
 	struct block_bytes *bytes; /* what was fetched, shared by the waiters */
+	bool answered; /* fetched: later readers are answered at once, while it is stored */
 };
 
 static size_t slot(struct block_id id)
@@ -109,6 +110,20 @@ void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, 
 	conn_ref(c);
 	pthread_mutex_lock(&n->queue_lock);
 	struct fill *f = inflight_find(n, bid);
+	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0) {
+		/* Fetched and being stored: the bytes are here. */
+		struct block_bytes *b = f->bytes;
+		atomic_fetch_add(&b->refs, 1);
+		uint64_t block_off = f->block_off;
+		char source[16];
+		snprintf(source, sizeof(source), "%s", f->source);
+		pthread_mutex_unlock(&n->queue_lock);
+		conn_unref(c);
+		free(w);
+		metric_add(n->m_waits, 1);
+		serve_from_memory(c, id, req, source, b->data, block_off, bytes_unref, b);
+		return;
+	}
 	if (f != NULL && f->req.size >= req->size) {
 		w->next = f->waiters;
 		f->waiters = w;
@@ -269,12 +284,6 @@ static void fetch(struct cachenode *n, struct fill *f)
 	}
 	if (r == 0) {
 		metric_add(metric_child(n->m_fetched, f->source), (double)f->block_len);
-		int s = blockstore_put(n->store, f->bid, buf, (uint32_t)f->block_len);
-		/* The readers get the bytes anyway; the next one fills again. */
-		if (s < 0)
-			log_warn("block %llu of %s/%s not stored: %s",
-			         (unsigned long long)(f->block_off / n->block_size), f->req.bucket,
-			         f->req.key, strerror(-s));
 	}
 	if (r == 0) {
 		f->bytes = malloc(sizeof(*f->bytes));
@@ -291,7 +300,8 @@ static void fetch(struct cachenode *n, struct fill *f)
 	f->result = r;
 }
 
-static void finish(struct cachenode *n, struct fill *f);
+static void finish(struct cachenode *n, struct fill *f, struct waiter *waiting);
+static void release_fill(struct cachenode *n, struct fill *f);
 
 static void *fetcher_main(void *arg)
 {
@@ -307,11 +317,32 @@ static void *fetcher_main(void *arg)
 		atomic_fetch_add(&n->fills_active, 1);
 		pthread_mutex_unlock(&n->queue_lock);
 		fetch(n, f);
+		/* The readers first, then the disk: a block is answered as soon
+		 * as it is here. It stays in flight while it is stored, so a
+		 * reader meanwhile is answered from memory, not fetched again. */
+		pthread_mutex_lock(&n->queue_lock);
+		struct waiter *waiting = f->waiters;
+		f->waiters = NULL;
+		f->answered = true;
+		pthread_mutex_unlock(&n->queue_lock);
+		finish(n, f, waiting);
+		if (f->result == 0) {
+			int s = blockstore_put(n->store, f->bid, f->bytes->data,
+			                       (uint32_t)f->block_len);
+			/* The readers had the bytes; the next one fills again. */
+			if (s < 0)
+				log_warn("block %llu of %s/%s not stored: %s",
+				         (unsigned long long)(f->block_off / n->block_size),
+				         f->req.bucket, f->req.key, strerror(-s));
+		}
 		pthread_mutex_lock(&n->queue_lock);
 		atomic_fetch_sub(&n->fills_active, 1);
 		inflight_remove(n, f);
+		waiting = f->waiters; /* joined while it was stored */
+		f->waiters = NULL;
 		pthread_mutex_unlock(&n->queue_lock);
-		finish(n, f);
+		finish(n, f, waiting);
+		release_fill(n, f);
 		pthread_mutex_lock(&n->queue_lock);
 	}
 	pthread_mutex_unlock(&n->queue_lock);
@@ -334,9 +365,31 @@ static void answer_waiter(evutil_socket_t fd, short what, void *arg)
 	free(w);
 }
 
-/* On the fetcher: accounts for the fill and posts each waiter's answer to
- * its connection's loop. */
-static void finish(struct cachenode *n, struct fill *f)
+/* On the fetcher: posts each waiter's answer to its connection's loop. */
+static void finish(struct cachenode *n, struct fill *f, struct waiter *waiting)
+{
+	for (struct waiter *w = waiting, *next; w != NULL; w = next) {
+		next = w->next;
+		w->result = f->result;
+		w->block = f->block_off / n->block_size;
+		w->block_off = f->block_off;
+		snprintf(w->source, sizeof(w->source), "%s", f->source);
+		snprintf(w->why, sizeof(w->why), "%s", f->why);
+		if (f->bytes != NULL) {
+			atomic_fetch_add(&f->bytes->refs, 1);
+			w->bytes = f->bytes;
+		}
+		if (event_base_once(w->base, -1, EV_TIMEOUT, answer_waiter, w, NULL) < 0) {
+			/* The loop is gone (stopping): nothing to answer on. */
+			if (w->bytes != NULL)
+				bytes_unref(w->bytes);
+			free(w);
+		}
+	}
+}
+
+/* Accounts for a fill that is over and frees it. */
+static void release_fill(struct cachenode *n, struct fill *f)
 {
 	metric_observe(n->m_fill_seconds, (double)(cachenode_now_ns() - f->started_ns) / 1e9);
 	if (f->result < 0) {
@@ -346,24 +399,6 @@ static void finish(struct cachenode *n, struct fill *f)
 		         f->req.key, f->why);
 	} else {
 		metric_add(n->m_bytes_filled, (double)f->block_len);
-	}
-	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
-		next = w->next;
-		w->result = f->result;
-		w->block = f->block_off / n->block_size;
-		w->block_off = f->block_off;
-		if (f->bytes != NULL) {
-			atomic_fetch_add(&f->bytes->refs, 1);
-			w->bytes = f->bytes;
-		}
-		snprintf(w->source, sizeof(w->source), "%s", f->source);
-		snprintf(w->why, sizeof(w->why), "%s", f->why);
-		if (event_base_once(w->base, -1, EV_TIMEOUT, answer_waiter, w, NULL) < 0) {
-			/* The loop is gone (stopping): nothing to answer on. */
-			if (w->bytes != NULL)
-				bytes_unref(w->bytes);
-			free(w);
-		}
 	}
 	if (f->bytes != NULL)
 		bytes_unref(f->bytes);
