@@ -69,6 +69,9 @@ struct cachenode {
 	struct fill_list queue; /* waiting for a fetcher */
 	bool stopping;
 	int64_t next_fetch_ns; /* fetch_rate pacing, under queue_lock */
+	pthread_mutex_t pool_lock;
+	void *pool[64]; /* free block buffers (fill.c keeps at most 64) */
+	size_t npool;
 
 	/* Registration. */
 	pthread_t registrar;
