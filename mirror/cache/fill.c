@@ -333,6 +333,7 @@ static void fetch(struct cachenode *n, struct fill *f)
 
 static void finish(struct cachenode *n, struct fill *f, struct waiter *waiting);
 static void release_fill(struct cachenode *n, struct fill *f);
+static void account(struct cachenode *n, struct fill *f);
 
 static void *fetcher_main(void *arg)
 {
@@ -348,6 +349,7 @@ static void *fetcher_main(void *arg)
 		atomic_fetch_add(&n->fills_active, 1);
 		pthread_mutex_unlock(&n->queue_lock);
 		fetch(n, f);
+		account(n, f);
 		/* The readers first, then the disk: a block is answered as soon
 		 * as it is here. It stays in flight while it is stored, so a
 		 * reader meanwhile is answered from memory, not fetched again. */
@@ -419,8 +421,9 @@ static void finish(struct cachenode *n, struct fill *f, struct waiter *waiting)
 	}
 }
 
-/* Accounts for a fill that is over and frees it. */
-static void release_fill(struct cachenode *n, struct fill *f)
+/* Accounts for a fill as soon as it is fetched (before its readers get the
+ * bytes, so that what they see and the metrics agree). */
+static void account(struct cachenode *n, struct fill *f)
 {
 	metric_observe(n->m_fill_seconds, (double)(cachenode_now_ns() - f->started_ns) / 1e9);
 	if (f->result < 0) {
@@ -431,6 +434,11 @@ static void release_fill(struct cachenode *n, struct fill *f)
 	} else {
 		metric_add(n->m_bytes_filled, (double)f->block_len);
 	}
+}
+
+static void release_fill(struct cachenode *n, struct fill *f)
+{
+	(void)n;
 	if (f->bytes != NULL)
 		bytes_unref(f->bytes);
 	free(f);
