@@ -214,7 +214,7 @@ struct servers {
 /* ---- cachegroup.c ---- */
 struct cachegroup {
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* a refresh finished */
+	pthread_cond_t cond;                 /* a refresh finished */
 	const struct config_strlist *source; /* who lists the members; NULL: the site's mirrors */
 	const char *self; /* a member to leave out (a cache node's own address) */
 	struct server_entry *nodes[CACHE_MEMBERS_MAX];
@@ -316,11 +316,10 @@ enum attempt route_once(struct mp_client *c, struct server_entry *s, const struc
 /* A read at s, hedged to backup (NULL: none) after s's hedge delay; the
  * first answer wins and *ret_served says whose it is. A server beaten by
  * its backup is marked down. */
-enum attempt route_hedged(struct mp_client *c, struct server_entry *s,
-                          const struct read_fields *rf, struct server_entry *backup,
-                          const struct read_fields *rf_backup, const struct request_body *b,
-                          uint64_t timeout_ms, struct reply *ret, struct server_entry **ret_served,
-                          mp_error *err);
+enum attempt route_hedged(struct mp_client *c, struct server_entry *s, const struct read_fields *rf,
+                          struct server_entry *backup, const struct read_fields *rf_backup,
+                          const struct request_body *b, uint64_t timeout_ms, struct reply *ret,
+                          struct server_entry **ret_served, mp_error *err);
 /* At mp_client_close: true when no hedge leg runs; otherwise the handle is
  * marked orphaned and the last leg frees it (client_destroy). */
 bool route_quiesce(struct mp_client *c);
