@@ -121,8 +121,8 @@ static void inflight_remove(struct cachenode *n, struct fill *f)
 		}
 }
 
-void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
-                  const struct block_request *req, struct block_id bid)
+static void request_fill(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                         const struct block_request *req, struct block_id bid, bool recheck_store)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (w == NULL) {
@@ -160,6 +160,21 @@ void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, 
 		metric_add(n->m_waits, 1);
 		return;
 	}
+	/* The caller missed the store before asking; a fill of this block
+	 * may have been stored and left the flight since. A fill is stored
+	 * before it leaves, so under the lock the store tells. */
+	if (f == NULL && recheck_store && blockstore_has(n->store, bid)) {
+		pthread_mutex_unlock(&n->queue_lock);
+		conn_unref(c);
+		free(w);
+		if (serve_from_store(n, c, id, req, "hit")) {
+			metric_add(n->m_waits, 1);
+			return;
+		}
+		/* Evicted meanwhile, or stored shorter: fill it after all. */
+		request_fill(n, base, c, id, req, bid, false);
+		return;
+	}
 	f = calloc(1, sizeof(*f));
 	if (f == NULL) {
 		pthread_mutex_unlock(&n->queue_lock);
@@ -186,6 +201,12 @@ void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, 
 	TAILQ_INSERT_TAIL(&n->queue, f, link);
 	pthread_cond_signal(&n->queue_cond);
 	pthread_mutex_unlock(&n->queue_lock);
+}
+
+void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                  const struct block_request *req, struct block_id bid)
+{
+	request_fill(n, base, c, id, req, bid, true);
 }
 
 /* ---- fetching, on a fetcher thread ---- */

@@ -189,9 +189,13 @@ class Reader(threading.Thread):
     loop. Records every answer: ("node", version, node, time), ("error",
     code, version, time) with time.monotonic() when it came."""
 
-    def __init__(self, port, path, min_version, deadline_ms=300):
+    def __init__(self, port, path, min_version, deadline_ms=300, cluster_id=None):
         super().__init__(daemon=True)
         self.port, self.path, self.min_version = port, path, min_version
+        # As libmirrorplane does once it knows its cluster: HELLO names it,
+        # and a mirror still holding another cluster's replica refuses.
+        self.cluster_id = cluster_id
+        self.refusals = 0
         self.deadline_ms = deadline_ms
         self.halt = threading.Event()
         self.answers = []
@@ -203,8 +207,14 @@ class Reader(threading.Thread):
             while not self.halt.is_set():
                 if c is None:
                     try:
-                        c = mp.Client(self.port, hello=True, role="mirror", timeout=10)
-                    except (OSError, mp.ConnectionClosed):
+                        c = mp.Client(self.port, role="mirror", timeout=10)
+                        c.hello(cluster_id=self.cluster_id)
+                    except (OSError, mp.ConnectionClosed, mp.MPError) as e:
+                        if isinstance(e, mp.MPError):
+                            assert e.code == "EPERM", e
+                            self.refusals += 1
+                        if c is not None:
+                            c.close()
                         c = None
                         time.sleep(0.002)
                         continue
@@ -336,7 +346,7 @@ def test_other_cluster(tmp):
     m.spawn()
     # From its first moment, a read asking for P2's version must not get
     # P1's namespace (which has no /only-p2).
-    reader = Reader(m.port, "/only-p2/f3", v2, deadline_ms=300)
+    reader = Reader(m.port, "/only-p2/f3", v2, deadline_ms=300, cluster_id=cluster2)
     reader.start()
     m.wait_ready()
     st = m.wait_caught_up(p2, timeout=60)
