@@ -37,6 +37,7 @@ struct namespace
 	size_t count;
 	size_t heap_bytes;
 	uint64_t digest[2];
+	struct ns_node *records; /* treap of the records (parent 0) by name */
 };
 
 #define DIGEST_SEED_A 0x6d69727230706c61ULL
@@ -420,6 +421,14 @@ int namespace_get(const struct namespace *ns, uint64_t ino, struct node_rec *ret
 int namespace_lookup(const struct namespace *ns, uint64_t parent, const char *name, size_t len,
                      struct node_rec *ret_rec)
 {
+	if (parent == 0) {
+		const struct ns_node *r =
+		    node_check_name(name, len) < 0 ? NULL : treap_find(ns->records, name, len);
+		if (r == NULL)
+			return -ENOENT;
+		node_to_rec(r, ret_rec);
+		return 0;
+	}
 	const struct ns_node *dir = table_get(ns, parent);
 	if (dir == NULL)
 		return -ENOENT;
@@ -579,6 +588,10 @@ static void detach(struct namespace *ns, struct ns_node *n)
 {
 	if (n->ino == NODE_ROOT_INO)
 		return;
+	if (n->type == NODE_RECORD) {
+		ns->records = treap_remove(ns->records, n);
+		return;
+	}
 	struct ns_node *dir = table_get(ns, n->parent);
 	if (dir != NULL && dir->type == NODE_DIR)
 		dir->u.children = treap_remove(dir->u.children, n);
@@ -588,6 +601,14 @@ static int attach(struct namespace *ns, struct ns_node *n, char *err, size_t err
 {
 	if (n->ino == NODE_ROOT_INO)
 		return 0;
+	if (n->type == NODE_RECORD) {
+		if (treap_find(ns->records, n->name, n->name_len) != NULL)
+			return set_err(err, errlen, -EEXIST,
+			               "name of record %llu is taken by another record",
+			               (unsigned long long)n->ino);
+		ns->records = treap_insert(ns->records, n);
+		return 0;
+	}
 	struct ns_node *dir = table_get(ns, n->parent);
 	if (dir == NULL)
 		return set_err(err, errlen, -ENOENT, "parent of inode %llu does not exist",
@@ -617,7 +638,7 @@ static int check_change(const struct ns_change *c, char *err, size_t errlen)
 	if (c->ino == NODE_ROOT_INO && (c->rec->type != NODE_DIR || c->rec->parent != 0))
 		return set_err(err, errlen, -EINVAL, "the root (inode %llu) must stay a directory",
 		               (unsigned long long)c->ino);
-	if (c->ino != NODE_ROOT_INO && c->rec->parent == 0)
+	if (c->ino != NODE_ROOT_INO && c->rec->parent == 0 && c->rec->type != NODE_RECORD)
 		return set_err(err, errlen, -EINVAL, "inode %llu has no parent",
 		               (unsigned long long)c->ino);
 	return node_check(c->rec, err, errlen);
@@ -757,7 +778,7 @@ int namespace_load_finish(struct namespace *ns, char *err, size_t errlen)
 			return -EINVAL;
 	}
 	const struct ns_node *root = table_get(ns, NODE_ROOT_INO);
-	size_t reachable = 1 + count_reachable(root->u.children);
+	size_t reachable = 1 + count_reachable(root->u.children) + count_reachable(ns->records);
 	if (reachable != ns->count)
 		return set_err(err, errlen, -EINVAL,
 		               "%llu inodes are not reachable from the root (a cycle)",

@@ -27,6 +27,8 @@ const char *node_type_name(uint8_t type)
 		return "file";
 	case NODE_SYMLINK:
 		return "symlink";
+	case NODE_RECORD:
+		return "record";
 	default:
 		return "unknown";
 	}
@@ -100,7 +102,8 @@ int node_check(const struct node_rec *rec, char *err, size_t errlen)
 		snprintf(err, errlen, "inode number 0 is not valid");
 		return -EINVAL;
 	}
-	if (rec->type != NODE_DIR && rec->type != NODE_FILE && rec->type != NODE_SYMLINK) {
+	if (rec->type != NODE_DIR && rec->type != NODE_FILE && rec->type != NODE_SYMLINK &&
+	    rec->type != NODE_RECORD) {
 		snprintf(err, errlen, "inode %llu has unknown type %u",
 		         (unsigned long long)rec->ino, rec->type);
 		return -EINVAL;
@@ -133,6 +136,14 @@ int node_check(const struct node_rec *rec, char *err, size_t errlen)
 			snprintf(err, errlen,
 			         "symlink %llu: target must be 1..%d bytes without NUL",
 			         (unsigned long long)rec->ino, NODE_TARGET_MAX);
+			return -EINVAL;
+		}
+		return 0;
+	case NODE_RECORD:
+		if (rec->parent != 0 || rec->extra_len > NODE_RECORD_MAX) {
+			snprintf(err, errlen,
+			         "record %llu: must have parent 0 and at most %d bytes",
+			         (unsigned long long)rec->ino, NODE_RECORD_MAX);
 			return -EINVAL;
 		}
 		return 0;

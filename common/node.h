@@ -18,7 +18,13 @@
 #define EXTENT_KEY_MAX    1024
 #define EXTENT_ETAG_MAX   128
 
-enum node_type { NODE_DIR = 1, NODE_FILE = 2, NODE_SYMLINK = 3 };
+/* A record is not a file: it holds a named document of the namespace (the
+ * replication and warmup policy) that travels with the versions like any
+ * node. Records have parent 0 and are out of reach of paths, listings and
+ * reads by inode; namespace_lookup(ns, 0, name) finds them. */
+enum node_type { NODE_DIR = 1, NODE_FILE = 2, NODE_SYMLINK = 3, NODE_RECORD = 4 };
+
+#define NODE_RECORD_MAX (1024 * 1024) /* bytes of a record's document */
 
 struct node_rec {
 	uint64_t ino;

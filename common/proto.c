@@ -25,6 +25,10 @@ const char *proto_msg_name(unsigned type)
 		return "RESOLVE";
 	case MT_READDIR:
 		return "READDIR";
+	case MT_POLICY_GET:
+		return "POLICY_GET";
+	case MT_POLICY_APPLY:
+		return "POLICY_APPLY";
 	case MT_MKDIR:
 		return "MKDIR";
 	case MT_CREATE:

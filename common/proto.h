@@ -29,6 +29,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_GETATTR = 12,
 	        MT_RESOLVE = 13,
 	        MT_READDIR = 14,
+	        MT_POLICY_GET = 15,
 
 	        MT_MKDIR = 20,
 	        MT_CREATE = 21,
@@ -38,6 +39,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_RMDIR = 25,
 	        MT_SETATTR = 26,
 	        MT_BATCH = 27,
+	        MT_POLICY_APPLY = 28,
 
 	        MT_SUBSCRIBE = 30,
 	        MT_CHANGES = 31,

@@ -10,12 +10,12 @@
 
 bool reads_is_read(uint32_t type)
 {
-	return type >= MT_VERSION && type <= MT_READDIR;
+	return type >= MT_VERSION && type <= MT_POLICY_GET;
 }
 
 bool reads_is_write(uint32_t type)
 {
-	return type >= MT_MKDIR && type <= MT_BATCH;
+	return type >= MT_MKDIR && type <= MT_POLICY_APPLY;
 }
 
 /* With a cluster secret, a file's node comes with one read grant per
@@ -154,6 +154,8 @@ static void do_readdir(const struct read_view *v, struct conn *c, uint64_t id,
 	}
 	r = path != NULL ? namespace_resolve(v->ns, path, plen, &dir)
 	                 : namespace_get(v->ns, ino, &dir);
+	if (r == 0 && dir.type == NODE_RECORD)
+		r = -ENOENT;
 	if (r == 0 && dir.type != NODE_DIR)
 		r = -ENOTDIR;
 	if (r == 0 && !conn_may_read_ino(c, v->ns, dir.ino))
@@ -193,6 +195,48 @@ static void do_readdir(const struct read_view *v, struct conn *c, uint64_t id,
 	conn_send(c, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_sbuffer_destroy(&entries);
+}
+
+/* {name?} -> {version, name, doc (bin, nil when there is none), ctime}. */
+static void get_record(const struct read_view *v, struct conn *c, uint64_t id,
+                       const msgpack_object *body)
+{
+	char err[256];
+	const char *name = "policy";
+	size_t nlen = strlen(name);
+	int r =
+	    msg_get_bytes(body, "name", false, 1, NODE_NAME_MAX, &name, &nlen, err, sizeof(err));
+	if (r < 0) {
+		conn_send_error(c, id, -EINVAL, "POLICY_GET: %s", err);
+		return;
+	}
+	struct node_rec rec;
+	r = namespace_lookup(v->ns, 0, name, nlen, &rec);
+	if (r < 0 && r != -ENOENT) {
+		conn_send_error(c, id, r, "POLICY_GET: bad record name '%.*s'",
+		                (int)(nlen > 200 ? 200 : nlen), name);
+		return;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_REPLY, id, 4);
+	msg_pack_key(&pk, "version");
+	msgpack_pack_uint64(&pk, v->version);
+	msg_pack_key(&pk, "name");
+	msg_pack_strn(&pk, name, nlen);
+	msg_pack_key(&pk, "doc");
+	if (r == 0) {
+		msgpack_pack_bin(&pk, rec.extra_len);
+		msgpack_pack_bin_body(&pk, rec.extra, rec.extra_len);
+	} else {
+		msgpack_pack_nil(&pk);
+	}
+	msg_pack_key(&pk, "ctime");
+	msgpack_pack_int64(&pk, r == 0 ? rec.ctime : 0);
+	msg_end(&sb);
+	conn_send(c, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
 }
 
 void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint64_t id,
@@ -236,7 +280,8 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 			conn_send_error(c, id, -EINVAL, "LOOKUP: %s", err);
 			return;
 		}
-		r = namespace_lookup(v->ns, parent, name, nlen, &rec);
+		/* Parent 0 holds the records, which are not files. */
+		r = parent == 0 ? -ENOENT : namespace_lookup(v->ns, parent, name, nlen, &rec);
 		if (r == 0 && !conn_may_read_ino(c, v->ns, rec.ino))
 			r = -EACCES;
 		if (r < 0) {
@@ -256,6 +301,8 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 			return;
 		}
 		r = namespace_get(v->ns, ino, &rec);
+		if (r == 0 && rec.type == NODE_RECORD)
+			r = -ENOENT;
 		if (r == 0 && !conn_may_read_ino(c, v->ns, rec.ino))
 			r = -EACCES;
 		if (r < 0) {
@@ -291,6 +338,9 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 	}
 	case MT_READDIR:
 		do_readdir(v, c, id, body);
+		return;
+	case MT_POLICY_GET:
+		get_record(v, c, id, body);
 		return;
 	}
 }

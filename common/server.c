@@ -271,7 +271,7 @@ void conn_send_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
 {
 	if (c->bev == NULL)
 		return;
-	char msg[512];
+	char msg[4096]; /* room for a policy's list of FILE:LINE:COL errors */
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -589,3 +589,34 @@ int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_at
 		*ret_ino = rec.ino;
 	return r;
 }
+
+int txn_put_record(struct txn *t, const char *name, size_t len, const uint8_t *doc, size_t doc_len,
+                   uint64_t *ret_ino)
+{
+	if (node_check_name(name, len) < 0)
+		return txn_fail(t, -EINVAL, "record name '%.*s' is not a valid name",
+		                (int)(len > 200 ? 200 : len), name);
+	if (doc_len > NODE_RECORD_MAX)
+		return txn_fail(t, -E2BIG, "record '%.*s' is %zu bytes, more than %d", (int)len,
+		                name, doc_len, NODE_RECORD_MAX);
+	struct node_rec old;
+	int r = namespace_lookup(t->ns, 0, name, len, &old);
+	struct node_rec rec = {
+	    .ino = r == 0 ? old.ino : new_ino(t),
+	    .parent = 0,
+	    .type = NODE_RECORD,
+	    .mtime = t->now,
+	    .ctime = t->now,
+	    .size = doc_len,
+	    .name = name,
+	    .name_len = (uint8_t)len,
+	    .extra = doc,
+	    .extra_len = (uint32_t)doc_len,
+	};
+	r = put(t, &rec);
+	if (r < 0)
+		return r;
+	if (ret_ino != NULL)
+		*ret_ino = rec.ino;
+	return 0;
+}

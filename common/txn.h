@@ -54,6 +54,11 @@ int txn_rmdir(struct txn *t, const char *path, size_t len);
 int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_attr *a,
                 uint64_t *ret_ino);
 
+/* Creates or replaces the record called name (a node of type NODE_RECORD,
+ * outside the tree: see node.h) with doc as its document. */
+int txn_put_record(struct txn *t, const char *name, size_t len, const uint8_t *doc,
+                   size_t doc_len, uint64_t *ret_ino);
+
 const char *txn_error(const struct txn *t);
 
 /* Puts every touched inode back as it was. Returns 0, or -EIO if the

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy.h"
 #include "primary.h"
 #include "proto.h"
 #include "reads.h"
@@ -99,6 +100,55 @@ static int check_layout(struct conn *c, const msgpack_object *body, char *err, s
 	return r;
 }
 
+/* A policy document as POLICY_APPLY carries it: {file?: str, doc: bin|str}. */
+static int get_policy_doc(const msgpack_object *body, const char **ret_file, size_t *ret_file_len,
+                          const char **ret_doc, size_t *ret_len, char *err, size_t errlen)
+{
+	*ret_file = "policy";
+	*ret_file_len = strlen(*ret_file);
+	int r = msg_get_bytes(body, "file", false, 1, NODE_NAME_MAX, ret_file, ret_file_len, err,
+	                      errlen);
+	if (r < 0)
+		return r;
+	return msg_get_bytes(body, "doc", true, 0, POLICY_MAX_FILE_BYTES, ret_doc, ret_len, err,
+	                     errlen);
+}
+
+/* A policy governs every path and every site: only a token for the whole
+ * tree that may write applies one. The document is checked here, before it
+ * queues, so a wrong one changes nothing anywhere. */
+static int check_policy(struct conn *c, const msgpack_object *body, char *err, size_t errlen)
+{
+	if (!c->open_access && (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write ||
+	                        strcmp(c->claims.subtree, "/") != 0)) {
+		snprintf(err, errlen,
+		         "the token of '%s' may not apply policies (it needs write access to '/')",
+		         c->claims.name);
+		return -EACCES;
+	}
+	const char *file, *doc;
+	size_t flen, dlen;
+	int r = get_policy_doc(body, &file, &flen, &doc, &dlen, err, errlen);
+	if (r < 0)
+		return r;
+	char name[NODE_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%.*s", (int)flen, file);
+	struct policy *p = NULL;
+	struct policy_errors errs = {0};
+	r = policy_parse_buffer(name, doc, dlen, NULL, &p, &errs);
+	if (r == 0) {
+		policy_free(p);
+		return 0;
+	}
+	size_t off = (size_t)snprintf(err, errlen, "the policy is not valid:");
+	for (size_t i = 0; i < errs.n && off < errlen; i++)
+		off += (size_t)snprintf(err + off, errlen - off, "\n%s", errs.v[i].text);
+	if (errs.n == 0 && off < errlen)
+		snprintf(err + off, errlen - off, " %s", strerror(-r));
+	policy_errors_clear(&errs);
+	return r == -ENOMEM ? -ENOMEM : -EINVAL;
+}
+
 static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, char *err,
                      size_t errlen)
 {
@@ -115,6 +165,8 @@ static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, 
 		int r = check_access(c, body, "path", err, errlen);
 		return r < 0 ? r : check_layout(c, body, err, errlen);
 	}
+	case MT_POLICY_APPLY:
+		return check_policy(c, body, err, errlen);
 	case MT_MKDIR:
 	case MT_SYMLINK:
 	case MT_UNLINK:
@@ -144,7 +196,8 @@ int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgp
 			return -EINVAL;
 		}
 		uint64_t t = op->via.array.ptr[0].via.u64;
-		if (!reads_is_write((uint32_t)t) || t == MT_BATCH || t > UINT32_MAX) {
+		if (!reads_is_write((uint32_t)t) || t == MT_BATCH || t == MT_POLICY_APPLY ||
+		    t > UINT32_MAX) {
 			snprintf(err, errlen, "op %u: type %llu is not a write operation", i,
 			         (unsigned long long)t);
 			return -EINVAL;
@@ -229,6 +282,13 @@ static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
 	const char *path, *path2;
 	size_t len, len2;
 	struct txn_attr a;
+	if (type == MT_POLICY_APPLY) {
+		int r = get_policy_doc(body, &path2, &len2, &path, &len, err, errlen);
+		if (r == 0 &&
+		    (r = txn_put_record(t, "policy", 6, (const uint8_t *)path, len, ret_ino)) < 0)
+			snprintf(err, errlen, "%s", txn_error(t));
+		return r;
+	}
 	int r = get_path(body, type == MT_RENAME ? "from" : "path", &path, &len, err, errlen);
 	if (r < 0)
 		return r;
@@ -373,7 +433,7 @@ void rpc_dispatch(void *owner, struct conn *c, struct request *r)
 			conn_send_error(c, f->id, -ESHUTDOWN, "the primary is shutting down");
 			goto done;
 		}
-		char err[512];
+		char err[3072];
 		int rc = rpc_check_write(p, c, f->type, f->body, err, sizeof(err));
 		if (rc < 0) {
 			metric_add(p->m_write_errors, 1);

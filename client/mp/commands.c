@@ -49,11 +49,20 @@ static const struct command commands[] = {
      "it). Exits 1 when no primary answers.\n"},
     {"version", cmd_status_version, "version", "versions: mp, the primary, a mirror; cluster id",
      NULL},
-    {"policy", cmd_policy, "policy check FILE", "check a policy file (offline)",
+    {"policy", cmd_policy, "policy check|apply|plan FILE, policy show|status",
+     "replication and warmup policies",
+     "policy check FILE: offline; prints \"policy OK: N replication rules, M warmup\n"
+     "  pipelines\", or each error as FILE:LINE:COL: message on stderr and exits 1.\n"
      "  --sites LIST     the sites a policy may name (a,b,...); unknown ones are errors\n"
      "  --buckets LIST   the bucket aliases a rule may name, likewise\n"
-     "Prints \"policy OK: N replication rules, M warmup pipelines\", or each error as\n"
-     "FILE:LINE:COL: message on stderr and exits 1.\n"},
+     "policy apply FILE: checks it here, then at the primary, which makes it the\n"
+     "  policy of every site at one version; on any error nothing changes.\n"
+     "policy show: the policy in force at the site (its YAML; --json: every value).\n"
+     "policy plan FILE: what applying FILE would change: rules and pipelines added\n"
+     "  (+), changed (~) and removed (-), and the files and bytes each site would\n"
+     "  copy to or drop from its bucket. Changes nothing.\n"
+     "policy status: replication per rule and site: pending files and bytes, lag,\n"
+     "  failures (--json).\n"},
     {"help", commands_help_cmd, "help [COMMAND]", "show this help, or a command's", NULL},
 };
 

@@ -210,6 +210,21 @@ MP_EXPORT int mp_symlink(mp_client *c, const char *target, const char *linkpath,
 MP_EXPORT int mp_remove(mp_client *c, const char *path, bool recursive, mp_call *call,
                         mp_error *err);
 
+/* ---- Policies (replication and warmup; see policies/examples/) ---- */
+
+/* Applies a policy document (YAML) at the primary, which checks it again:
+ * on any error nothing changes and err lists the FILE:LINE:COL errors, one
+ * per line. file names the document in messages (its base name is kept).
+ * call->version gets the version the policy took effect at. */
+MP_EXPORT int mp_policy_apply(mp_client *c, const char *file, const void *doc, size_t len,
+                              mp_call *call, mp_error *err);
+/* The policy in force at the server that answers (a mirror at the call's
+ * consistency, like any read): *ret_doc is malloc'd and NUL-terminated,
+ * the caller's to free, or NULL when no policy was ever applied.
+ * *ret_ctime_ns is when it was applied. */
+MP_EXPORT int mp_policy_get(mp_client *c, mp_call *call, char **ret_doc, size_t *ret_len,
+                            int64_t *ret_ctime_ns, mp_error *err);
+
 /* The primary's current version and the applied version of the first
  * healthy mirror (0 and an empty mirror string when none answers). */
 typedef struct mp_versions {
