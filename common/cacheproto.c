@@ -93,6 +93,19 @@ int cacheproto_parse_block_read(const msgpack_object *body, uint64_t block_size,
 		r.grant = NULL;
 		r.grant_len = 0;
 	}
+	const char *rep;
+	size_t rlen;
+	rc = msg_get_bytes(body, "replica", false, 1, CACHE_ALIAS_MAX, &rep, &rlen, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (rc == 0) {
+		if (memchr(rep, '\0', rlen) != NULL || memchr(rep, '/', rlen) != NULL) {
+			snprintf(err, errlen, "field 'replica': not a bucket alias");
+			return -EINVAL;
+		}
+		memcpy(r.replica, rep, rlen);
+		r.replica[rlen] = '\0';
+	}
 	*ret = r;
 	return 0;
 }
@@ -119,7 +132,11 @@ uint32_t cacheproto_pack_block_fields(msgpack_packer *pk, const struct block_req
 		msg_pack_key(pk, "grant");
 		msg_pack_binn(pk, req->grant, req->grant_len);
 	}
-	return 6 + (req->peer ? 1 : 0) + (req->grant ? 1 : 0);
+	if (req->replica[0] != '\0') {
+		msg_pack_key(pk, "replica");
+		msg_pack_cstr(pk, req->replica);
+	}
+	return 6 + (req->peer ? 1 : 0) + (req->grant ? 1 : 0) + (req->replica[0] != '\0');
 }
 
 void cacheproto_pack_member(msgpack_packer *pk, const struct cache_member *m)

@@ -34,6 +34,9 @@ struct block_request {
 	bool peer;         /* only if cached: no fill (peers, warming nodes) */
 	const char *grant; /* points into the frame; NULL if none */
 	size_t grant_len;
+	/* The site bucket holding a verified copy (key "BUCKET/KEY" there), as
+	 * the site's mirror told the reader; "" if none. */
+	char replica[CACHE_ALIAS_MAX + 1];
 };
 
 /* Parses a BLOCK_READ body against the node's block size. Returns 0, or

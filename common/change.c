@@ -117,3 +117,24 @@ out:
 	msgpack_unpacked_destroy(&u);
 	return r;
 }
+
+int change_each_put(const uint8_t *record, size_t len, void (*fn)(void *arg, uint64_t ino),
+                    void *arg)
+{
+	msgpack_unpacked u;
+	char why[256];
+	if (msg_unpack(record, len, &u, why, sizeof(why)) < 0)
+		return -EINVAL;
+	struct change_header h;
+	int r = msg_parse_change(&u.data, &h, why, sizeof(why));
+	for (size_t i = 0; r == 0 && i < h.mutations->size; i++) {
+		uint64_t ino;
+		struct node_rec rec;
+		bool is_put;
+		r = msg_parse_mutation(&h.mutations->ptr[i], &ino, &rec, &is_put, why, sizeof(why));
+		if (r == 0 && is_put)
+			fn(arg, ino);
+	}
+	msgpack_unpacked_destroy(&u);
+	return r < 0 ? -EINVAL : 0;
+}

@@ -33,4 +33,9 @@ int change_apply(struct namespace *ns, const uint8_t *record, size_t len, uint64
                  uint64_t *ret_version, int64_t *ret_time, uint64_t *next_ino, char *err,
                  size_t errlen);
 
+/* Calls fn with each inode an encoded record puts (not the ones it drops),
+ * in record order. Returns 0 or -EINVAL when the record does not decode. */
+int change_each_put(const uint8_t *record, size_t len, void (*fn)(void *arg, uint64_t ino),
+                    void *arg);
+
 #endif

@@ -58,22 +58,73 @@ static bool pack_grants(const struct read_view *v, msgpack_packer *pk, const str
 	return ok;
 }
 
+/* replicas: [alias or nil per extent], when some extent has a verified
+ * site copy; packs nothing (returns false) otherwise. */
+static bool pack_replicas(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
+{
+	if (v->replica_of == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
+		return false;
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	size_t off = 0;
+	bool ok = msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) ==
+	              MSGPACK_UNPACK_SUCCESS &&
+	          u.data.type == MSGPACK_OBJECT_ARRAY;
+	uint32_t n = ok ? u.data.via.array.size : 0;
+	msgpack_sbuffer items;
+	msgpack_packer ipk;
+	msgpack_sbuffer_init(&items);
+	msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
+	bool any = false;
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *e = &u.data.via.array.ptr[i];
+		char f[3][1100];
+		bool good = e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size >= 3;
+		for (int k = 0; good && k < 3; k++) {
+			const msgpack_object *x = &e->via.array.ptr[k];
+			good = x->type == MSGPACK_OBJECT_STR && x->via.str.size < sizeof(f[k]);
+			if (good)
+				snprintf(f[k], sizeof(f[k]), "%.*s", (int)x->via.str.size,
+				         x->via.str.ptr);
+		}
+		const char *alias = good ? v->replica_of(v->replica_arg, f[0], f[1], f[2]) : NULL;
+		if (alias != NULL) {
+			msg_pack_cstr(&ipk, alias);
+			any = true;
+		} else {
+			msgpack_pack_nil(&ipk);
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	if (any) {
+		msg_pack_key(pk, "replicas");
+		msgpack_pack_array(pk, n);
+		msg_pack_raw(pk, items.data, items.size);
+	}
+	msgpack_sbuffer_destroy(&items);
+	return any;
+}
+
 static void reply_node(const struct read_view *v, struct conn *c, uint64_t id,
                        const struct node_rec *rec)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
-	bool grants = v->secret != NULL && rec->type == NODE_FILE && rec->extra_len > 0;
-	msg_begin(&sb, &pk, MT_REPLY, id, grants ? 3 : 2);
+	/* The map's size is known only once the optional fields are packed:
+	 * pack them apart, then the map around them. */
+	msgpack_sbuffer extra;
+	msgpack_packer epk;
+	msgpack_sbuffer_init(&extra);
+	msgpack_packer_init(&epk, &extra, msgpack_sbuffer_write);
+	bool grants = v->secret != NULL && rec->type == NODE_FILE && rec->extra_len > 0 &&
+	              pack_grants(v, &epk, rec);
+	bool replicas = pack_replicas(v, &epk, rec);
+	msg_begin(&sb, &pk, MT_REPLY, id, 2 + grants + replicas);
 	msg_pack_key(&pk, "version");
 	msgpack_pack_uint64(&pk, v->version);
-	if (grants && !pack_grants(v, &pk, rec)) {
-		/* A layout that does not decode: answer without grants. */
-		msg_begin(&sb, &pk, MT_REPLY, id, 2);
-		msg_pack_key(&pk, "version");
-		msgpack_pack_uint64(&pk, v->version);
-	}
+	msg_pack_raw(&pk, extra.data, extra.size);
+	msgpack_sbuffer_destroy(&extra);
 	msg_pack_key(&pk, "node");
 	msg_pack_node(&pk, rec);
 	msg_end(&sb);

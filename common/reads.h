@@ -22,6 +22,12 @@ struct read_view {
 	uint64_t primary_version; /* the newest primary version known */
 	const uint8_t *secret;    /* the cluster secret: nodes carry read grants; NULL: none */
 	size_t secret_len;
+	/* At a mirror that replicates: the site bucket alias holding a
+	 * verified copy of the object, or NULL. A file's node then comes with
+	 * replicas: [alias or nil per extent], and readers use a site copy
+	 * only where one is named. NULL: no replicas. */
+	const char *(*replica_of)(void *arg, const char *bucket, const char *key, const char *etag);
+	void *replica_arg;
 };
 
 bool reads_is_read(uint32_t type);

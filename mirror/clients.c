@@ -24,7 +24,9 @@ static void answer(struct mirror *m, struct conn *c, struct request *r)
 	                      .staleness_ms = mirror_staleness_ms(m),
 	                      .primary_version = mirror_primary_version(m),
 	                      .secret = m->secret,
-	                      .secret_len = m->secret_len};
+	                      .secret_len = m->secret_len,
+	                      .replica_of = m->repl != NULL ? mirror_replica_of : NULL,
+	                      .replica_arg = m};
 	reads_answer(&v, c, r->type, r->id, r->frame.body);
 }
 

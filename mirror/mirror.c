@@ -20,6 +20,8 @@
 #include "mirror.h"
 #include "netaddr.h"
 #include "paths.h"
+#include "policy.h"
+#include "replication.h"
 #include "tls.h"
 
 #define HOUSEKEEPING_MS 1000
@@ -211,12 +213,96 @@ static void discard_state(struct mirror *m, const char *why)
 	stream_disconnect_all(m->stream, "this replica is bootstrapping again");
 }
 
+/* ---- the policy in force, and the replication it drives ---- */
+
+const char *mirror_replica_of(void *arg, const char *bucket, const char *key, const char *etag)
+{
+	struct mirror *m = arg;
+	return replication_replica_of(m->repl, bucket, key, etag);
+}
+
+static int start_replication(struct mirror *m)
+{
+	if (m->repl != NULL)
+		return 0;
+	struct replication_config rc = {
+	    .site = m->cfg.site,
+	    .data_dir = m->cfg.data_dir,
+	    .site_config = m->cfg.replication_site_config,
+	    .sweep_interval_ms = m->cfg.replication_sweep_ms,
+	    .scrub_interval_ms = m->cfg.replication_scrub_ms,
+	    .retry_max_ms = m->cfg.replication_retry_max_ms,
+	    .threads = (unsigned)m->cfg.replication_threads,
+	};
+	char err[600];
+	int r = replication_new(&rc, m->metrics, &m->repl, err, sizeof(err));
+	if (r < 0) {
+		log_error("site %s: replication does not start: %s", m->cfg.site, err);
+		return r;
+	}
+	replication_set_origin(m->repl, "origin", m->origin);
+	return 0;
+}
+
+/* Takes up the namespace's policy record when it changed: a policy that
+ * does not parse here (checked at the primary; a newer primary may know
+ * more) is logged and the previous one stays in force. */
+static void follow_policy(struct mirror *m, bool sweep)
+{
+	struct node_rec rec;
+	if (namespace_lookup(m->ns, 0, "policy", 6, &rec) < 0) {
+		if (m->policy_ino != 0) {
+			m->policy_ino = 0;
+			replication_set_policy(m->repl, NULL, m->ns);
+		} else if (sweep) {
+			replication_sweep(m->repl, m->ns);
+		}
+		return;
+	}
+	uint64_t h[2];
+	namespace_record_hash(&rec, h);
+	if (rec.ino == m->policy_ino && memcmp(h, m->policy_hash, sizeof(h)) == 0) {
+		if (sweep)
+			replication_sweep(m->repl, m->ns);
+		return;
+	}
+	m->policy_ino = rec.ino;
+	m->policy_ctime = rec.ctime;
+	memcpy(m->policy_hash, h, sizeof(h));
+	struct policy *p = NULL;
+	struct policy_errors errs = {0};
+	int r = policy_parse_buffer("policy", rec.extra, rec.extra_len, NULL, &p, &errs);
+	if (r < 0) {
+		log_error("site %s: the policy of version %llu does not parse here (%s); the "
+		          "previous one stays in force",
+		          m->cfg.site, (unsigned long long)m->version,
+		          errs.n > 0 ? errs.v[0].text : strerror(-r));
+		policy_errors_clear(&errs);
+		return;
+	}
+	log_info("site %s: policy of version %llu in force: %zu replication rules, %zu warmup "
+	         "pipelines",
+	         m->cfg.site, (unsigned long long)m->version, p->n_replication, p->n_warmup);
+	if (start_replication(m) < 0) {
+		policy_free(p);
+		return;
+	}
+	replication_set_policy(m->repl, p, m->ns);
+}
+
+static void touched(void *arg, uint64_t ino)
+{
+	struct mirror *m = arg;
+	replication_touched(m->repl, m->ns, ino);
+}
+
 static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id, const char *origin)
 {
 	struct mirror *m = arg;
 	if (strcmp(m->origin, origin) != 0) {
 		log_info("site %s: the upstream announces origin '%s'", m->cfg.site, origin);
 		snprintf(m->origin, sizeof(m->origin), "%s", origin);
+		replication_set_origin(m->repl, "origin", origin);
 		/* Cascaded mirrors learned the old one at their HELLO and pass
 		 * it on: have them come back for this one. */
 		if (stream_subscribers(m->stream) > 0)
@@ -326,6 +412,9 @@ static enum upstream_verdict on_apply(void *arg, const uint8_t *record, size_t l
 	note_upstream_version(m, v);
 	stream_publish(m->stream, v, v);
 	mirror_wake_parked(m, false);
+	if (m->repl != NULL)
+		change_each_put(record, len, touched, m);
+	follow_policy(m, false);
 	return UPSTREAM_OK;
 }
 
@@ -383,6 +472,7 @@ static enum upstream_verdict on_snapshot_end(void *arg, uint64_t version, uint64
 	snprintf(m->cluster_id, sizeof(m->cluster_id), "%s", m->boot_cluster);
 	m->ready = true;
 	m->version_time = 0;
+	follow_policy(m, true);
 	m->last_heard_ns = mirror_now_ns();
 	if (m->fresh_ns < m->last_heard_ns)
 		m->fresh_ns = m->last_heard_ns;
@@ -457,6 +547,8 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	if (m->ready && m->version > 0 &&
 	    journal_bytes_since_snapshot(m->journal) > m->cfg.snapshot_every_bytes)
 		start_snapshot(m, false);
+	if (m->ready && replication_sweep_due(m->repl, mirror_now_ns()))
+		replication_sweep(m->repl, m->ns);
 	update_metrics(m);
 }
 
@@ -723,6 +815,15 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 		fatal("%s", err);
 	if (mirror_status_register(m) < 0)
 		fatal("cannot register admin routes");
+	/* Replication resumes with what its table holds (verified copies serve
+	 * reads at once) and with the policy the replica holds. */
+	char *repl_db = NULL;
+	if (asprintf(&repl_db, "%s/replication.db", cfg->data_dir) > 0 &&
+	    access(repl_db, F_OK) == 0)
+		start_replication(m);
+	free(repl_db);
+	if (m->ready)
+		follow_policy(m, true);
 
 	struct upstream_config ucfg = {
 	    .addresses = cfg->upstream.items,
@@ -803,6 +904,8 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	event_free(m->sigchld_ev);
 	changelog_free(m->log);
 	journal_close(m->journal);
+	replication_free(m->repl);
+	m->repl = NULL;
 	namespace_free(m->ns);
 	namespace_free(m->boot_ns);
 	metrics_free(m->metrics);

@@ -61,6 +61,11 @@ struct mirror_config {
 	uint64_t idle_timeout_ms;
 	uint64_t max_connections;
 	unsigned log_level;
+	char *replication_site_config;
+	uint64_t replication_sweep_ms;
+	uint64_t replication_scrub_ms;
+	uint64_t replication_retry_max_ms;
+	uint64_t replication_threads;
 };
 
 extern const struct config_option mirror_config_table[];
@@ -118,6 +123,12 @@ struct mirror {
 	struct request_list parked;
 	size_t nparked;
 	struct members *members; /* the site's cache group */
+	/* The policy in force (the namespace's record) and the replication
+	 * worker it drives; the worker starts with the first policy. */
+	uint64_t policy_ino;
+	int64_t policy_ctime;
+	uint64_t policy_hash[2];
+	struct replication *repl;
 	uint8_t *secret;
 	size_t secret_len;
 	SSL_CTX *tls, *upstream_tls;
@@ -135,6 +146,8 @@ int64_t mirror_now_ns(void);
 int mirror_run(struct mirror_config *cfg, const char *config_path);
 int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err);
 
+/* The site bucket holding a verified copy of an object, for read_view. */
+const char *mirror_replica_of(void *arg, const char *bucket, const char *key, const char *etag);
 /* clients.c */
 void mirror_dispatch(void *owner, struct conn *c, struct request *r);
 /* Answers parked reads whose min_version is met, and times out the rest. */

@@ -6,6 +6,7 @@
 #include "admin.h"
 #include "json.h"
 #include "mirror.h"
+#include "replication.h"
 
 const char *mirror_state(const struct mirror *m)
 {
@@ -68,6 +69,11 @@ static int healthz(void *arg, struct evbuffer *body, const char **ret_content_ty
 		                    lag, (double)m->cfg.max_lag_ms / 1000);
 		return 503;
 	}
+	char why[600];
+	if (replication_failing(m->repl, why, sizeof(why))) {
+		evbuffer_add_printf(body, "degraded: %s\n", why);
+		return 503;
+	}
 	evbuffer_add_printf(body, "ok\n");
 	return 200;
 }
@@ -117,6 +123,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	stream_write_status(m->stream, &w);
 	json_key(&w, "cache_group");
 	members_write_status(m->members, &w);
+	json_key(&w, "replication");
+	replication_write_status(m->repl, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;
@@ -132,6 +140,7 @@ static int metrics(void *arg, struct evbuffer *body, const char **ret_content_ty
 	metric_set(m->m_parked, (double)m->nparked);
 	metric_set(m->m_entries, (double)namespace_count(m->ns));
 	stream_update_metrics(m->stream);
+	replication_update_metrics(m->repl);
 	return metrics_handler(m->metrics, body, ret_content_type);
 }
 

@@ -172,6 +172,13 @@ int client_ask_primary(struct mp_client *c, mp_error *err)
 	return r;
 }
 
+void client_set_origin_url(struct mp_client *c, const char *url)
+{
+	pthread_mutex_lock(&c->lock);
+	snprintf(c->origin_url, sizeof(c->origin_url), "%s", url);
+	pthread_mutex_unlock(&c->lock);
+}
+
 int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err)
 {
 	pthread_mutex_lock(&c->lock);

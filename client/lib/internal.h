@@ -345,6 +345,9 @@ int client_answer_error(const struct reply *r, const char *what, mp_error *err);
 /* The origin URL the primary announced ("" if none yet): asks a primary if
  * none is known. */
 int client_origin_url(struct mp_client *c, char *out, size_t outlen, mp_error *err);
+/* Sets the origin's URL (for a handle inside a daemon that learned it from
+ * its own upstream rather than from a HELLO of the handle's). */
+void client_set_origin_url(struct mp_client *c, const char *url);
 
 /* ---- session.c ---- */
 void session_load(struct mp_client *c); /* under c->lock, once the cluster id is known */

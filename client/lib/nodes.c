@@ -20,6 +20,7 @@ MP_EXPORT void mp_node_clear(mp_node *n)
 		free(n->extents[i].key);
 		free(n->extents[i].etag);
 		free(n->extents[i].grant);
+		free(n->extents[i].replica);
 	}
 	free(n->extents);
 	memset(n, 0, sizeof(*n));
@@ -136,6 +137,15 @@ int nodes_from_reply(const struct reply *r, mp_node *ret, mp_error *err)
 			if (x->type == MSGPACK_OBJECT_STR && x->via.str.size > 0 &&
 			    x->via.str.size <= CACHE_GRANT_MAX)
 				ret->extents[i].grant = strndup(x->via.str.ptr, x->via.str.size);
+		}
+	/* Verified site copies, at a mirror that replicates. */
+	const msgpack_object *s = msg_field(r->frame.body, "replicas");
+	if (s != NULL && s->type == MSGPACK_OBJECT_ARRAY && s->via.array.size == ret->n_extents)
+		for (size_t i = 0; i < ret->n_extents; i++) {
+			const msgpack_object *x = &s->via.array.ptr[i];
+			if (x->type == MSGPACK_OBJECT_STR && x->via.str.size > 0 &&
+			    x->via.str.size <= EXTENT_BUCKET_MAX)
+				ret->extents[i].replica = strndup(x->via.str.ptr, x->via.str.size);
 		}
 	return 0;
 }

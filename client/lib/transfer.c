@@ -401,10 +401,25 @@ static int fetch_from_buckets(struct mp_client *c, const struct chunk *ch, mp_si
 {
 	const mp_extent *e = ch->ext;
 	struct objstore_error oe = {0};
-	for (int use_replica = 1; use_replica >= 0; use_replica--) {
-		struct bucket *b;
-		struct objstore *st;
-		int r = buckets_acquire(c, e->bucket, use_replica, &b, &st, err);
+	/* 2: the copy the site's mirror verified in the site bucket; 1: a
+	 * replica bucket the configuration names; 0: the bucket itself. */
+	for (int use_replica = 2; use_replica >= 0; use_replica--) {
+		struct bucket *b = NULL;
+		struct objstore *st = NULL;
+		char site_key[EXTENT_BUCKET_MAX + EXTENT_KEY_MAX + 2];
+		const char *key = e->key;
+		int r = 0;
+		if (use_replica == 2) {
+			if (e->replica == NULL)
+				continue;
+			snprintf(site_key, sizeof(site_key), "%s/%s", e->bucket, e->key);
+			key = site_key;
+			mp_error ignored;
+			if (buckets_acquire(c, e->replica, false, &b, &st, &ignored) < 0)
+				continue; /* not configured here: the next source */
+		} else {
+			r = buckets_acquire(c, e->bucket, use_replica == 1, &b, &st, err);
+		}
 		if (r < 0)
 			return r;
 		if (st == NULL)
@@ -419,7 +434,7 @@ static int fetch_from_buckets(struct mp_client *c, const struct chunk *ch, mp_si
 				check = false;
 			}
 		}
-		r = objstore_get(st, e->key, ch->obj_offset, ch->length, fetch_cb, &f, &oe);
+		r = objstore_get(st, key, ch->obj_offset, ch->length, fetch_cb, &f, &oe);
 		buckets_release(b, st);
 		if (r == 0 && f.got != ch->length)
 			r = objstore_fail(&oe, -EIO, 0, "ShortRead",
@@ -476,6 +491,8 @@ static int fetch_via_cache(struct mp_client *c, const struct chunk *ch, mp_sink_
 		req->grant = e->grant;
 		req->grant_len = strlen(e->grant);
 	}
+	if (e->replica != NULL && strlen(e->replica) <= CACHE_ALIAS_MAX)
+		snprintf(req->replica, sizeof(req->replica), "%s", e->replica);
 	int r = 0;
 	uint64_t off = ch->obj_offset, end = ch->obj_offset + ch->length;
 	while (off < end && r == 0) {

@@ -259,11 +259,24 @@ static bool from_group(struct cachenode *n, struct cachegroup *g, struct fill *f
 static int from_buckets(struct cachenode *n, struct fill *f, void *buf)
 {
 	int r = -EIO;
-	for (int replica = 1; replica >= 0; replica--) {
-		struct bucket *b;
-		struct objstore *st;
+	/* 2: the copy the site's mirror verified (the reader was told); 1: a
+	 * replica bucket the configuration names; 0: the bucket. */
+	for (int replica = 2; replica >= 0; replica--) {
+		struct bucket *b = NULL;
+		struct objstore *st = NULL;
 		mp_error err;
-		r = buckets_acquire(n->client, f->req.bucket, replica, &b, &st, &err);
+		char site_key[CACHE_ALIAS_MAX + CACHE_KEY_MAX + 2];
+		const char *key = f->req.key;
+		if (replica == 2) {
+			if (f->req.replica[0] == '\0' ||
+			    buckets_acquire(n->client, f->req.replica, false, &b, &st, &err) < 0)
+				continue;
+			snprintf(site_key, sizeof(site_key), "%s/%s", f->req.bucket, f->req.key);
+			key = site_key;
+			r = 0;
+		} else {
+			r = buckets_acquire(n->client, f->req.bucket, replica == 1, &b, &st, &err);
+		}
 		if (r < 0) {
 			snprintf(f->why, sizeof(f->why), "%s", err.message);
 			return r;
@@ -273,8 +286,8 @@ static int from_buckets(struct cachenode *n, struct fill *f, void *buf)
 		pace(n, f->block_len);
 		struct objstore_error oe = {0};
 		size_t got = 0;
-		r = objstore_get_buf(st, f->req.key, f->block_off, f->block_len, buf, f->block_len,
-		                     &got, &oe);
+		r = objstore_get_buf(st, key, f->block_off, f->block_len, buf, f->block_len, &got,
+		                     &oe);
 		buckets_release(b, st);
 		if (r == 0 && got != f->block_len) {
 			r = -EIO;
@@ -287,7 +300,9 @@ static int from_buckets(struct cachenode *n, struct fill *f, void *buf)
 		}
 		if (r == 0) {
 			snprintf(f->source, sizeof(f->source), "%s",
-			         replica ? "replica" : "bucket");
+			         replica == 2 ? "site-copy"
+			         : replica    ? "replica"
+			                      : "bucket");
 			return 0;
 		}
 		snprintf(f->why, sizeof(f->why), "%s", oe.message);

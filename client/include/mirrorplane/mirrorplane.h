@@ -169,6 +169,9 @@ typedef struct mp_extent {
 	uint64_t offset; /* within the object */
 	uint64_t length;
 	char *grant; /* a read grant for cache nodes, when the cluster has a secret; else NULL */
+	/* The site bucket alias holding a verified copy of the object (key
+	 * "BUCKET/KEY" there), as the site's mirror reports it; else NULL. */
+	char *replica;
 } mp_extent;
 
 typedef struct mp_node {
