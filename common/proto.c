@@ -27,6 +27,8 @@ const char *proto_msg_name(unsigned type)
 		return "READDIR";
 	case MT_POLICY_GET:
 		return "POLICY_GET";
+	case MT_REPLICATION_STATUS:
+		return "REPLICATION_STATUS";
 	case MT_POLICY_APPLY:
 		return "POLICY_APPLY";
 	case MT_MKDIR:

@@ -30,6 +30,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_RESOLVE = 13,
 	        MT_READDIR = 14,
 	        MT_POLICY_GET = 15,
+	        MT_REPLICATION_STATUS = 16,
 
 	        MT_MKDIR = 20,
 	        MT_CREATE = 21,

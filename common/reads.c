@@ -10,7 +10,7 @@
 
 bool reads_is_read(uint32_t type)
 {
-	return type >= MT_VERSION && type <= MT_POLICY_GET;
+	return type >= MT_VERSION && type <= MT_REPLICATION_STATUS;
 }
 
 bool reads_is_write(uint32_t type)
@@ -392,6 +392,12 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 		return;
 	case MT_POLICY_GET:
 		get_record(v, c, id, body);
+		return;
+	case MT_REPLICATION_STATUS:
+		/* Mirrors answer it before it gets here. */
+		conn_send_error(
+		    c, id, -EOPNOTSUPP,
+		    "REPLICATION_STATUS: the %s does not replicate; ask a site's mirror", v->role);
 		return;
 	}
 }

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "mirror.h"
 #include "reads.h"
+#include "replication.h"
 
 #define READ_DEADLINE_MAX_MS 60000
 
@@ -182,6 +183,20 @@ void mirror_dispatch(void *owner, struct conn *c, struct request *r)
 		members_register(m->members, c, f->id, f->body, m->cfg.site);
 	} else if (f->type == MT_CACHE_MEMBERS) {
 		members_list(m->members, c, f->id, m->cfg.site);
+	} else if (f->type == MT_REPLICATION_STATUS) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msg_begin(&sb, &pk, MT_REPLY, f->id, 3);
+		msg_pack_key(&pk, "version");
+		msgpack_pack_uint64(&pk, m->version);
+		msg_pack_key(&pk, "site");
+		msg_pack_cstr(&pk, m->cfg.site);
+		msg_pack_key(&pk, "rules");
+		replication_pack_status(m->repl, &pk);
+		msg_end(&sb);
+		conn_send(c, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
 	} else if (reads_is_read(f->type)) {
 		read_request(m, c, r);
 		return;

@@ -13,6 +13,7 @@
 #include "hash.h"
 #include "internal.h" /* the client library's buckets, shared like mp-cache does */
 #include "log.h"
+#include "msg.h"
 #include "node.h"
 #include "objstore.h"
 #include "policy.h"
@@ -1148,6 +1149,46 @@ void replication_write_status(struct replication *r, struct json_writer *w)
 	json_uint(w, r->deleted);
 	pthread_mutex_unlock(&r->lock);
 	json_end_object(w);
+}
+
+void replication_pack_status(struct replication *r, msgpack_packer *pk)
+{
+	if (r == NULL) {
+		msgpack_pack_array(pk, 0);
+		return;
+	}
+	struct rule_view v[64];
+	size_t n = rule_views(r, v, 64);
+	int64_t t = now_ns();
+	msgpack_pack_array(pk, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&r->lock);
+		struct rule_stats *s = rule_stats(r, v[i].rule);
+		msgpack_pack_map(pk, 10);
+		msg_pack_key(pk, "rule");
+		msg_pack_cstr(pk, v[i].rule);
+		msg_pack_key(pk, "pending_objects");
+		msgpack_pack_uint64(pk, v[i].pending);
+		msg_pack_key(pk, "pending_bytes");
+		msgpack_pack_uint64(pk, v[i].pending_bytes);
+		msg_pack_key(pk, "verified_objects");
+		msgpack_pack_uint64(pk, v[i].verified);
+		msg_pack_key(pk, "verified_bytes");
+		msgpack_pack_uint64(pk, v[i].verified_bytes);
+		msg_pack_key(pk, "copied_bytes");
+		msgpack_pack_uint64(pk, s != NULL ? s->copied_bytes : 0);
+		msg_pack_key(pk, "failures");
+		msgpack_pack_uint64(pk, s != NULL ? s->failures : 0);
+		msg_pack_key(pk, "failing_objects");
+		msgpack_pack_uint64(pk, v[i].failing);
+		msg_pack_key(pk, "lag_ms");
+		msgpack_pack_uint64(pk, v[i].pending > 0 && v[i].oldest_ns > 0 && t > v[i].oldest_ns
+		                            ? (uint64_t)(t - v[i].oldest_ns) / 1000000
+		                            : 0);
+		msg_pack_key(pk, "last_error");
+		msg_pack_cstr(pk, s != NULL ? s->last_error : "");
+		pthread_mutex_unlock(&r->lock);
+	}
 }
 
 void replication_update_metrics(struct replication *r)

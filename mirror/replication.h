@@ -22,6 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "json.h"
 #include "metrics.h"
 #include "namespace.h"
@@ -66,6 +68,10 @@ bool replication_sweep_due(struct replication *r, int64_t now_ns);
 const char *replication_replica_of(struct replication *r, const char *bucket, const char *key,
                                    const char *etag);
 
+/* REPLICATION_STATUS: an array with a map per rule (rule, pending_objects,
+ * pending_bytes, verified_objects, verified_bytes, copied_bytes, failures,
+ * failing_objects, lag_ms, last_error). An empty array without a worker. */
+void replication_pack_status(struct replication *r, msgpack_packer *pk);
 /* For /status, /metrics and /healthz. */
 void replication_write_status(struct replication *r, struct json_writer *w);
 void replication_update_metrics(struct replication *r);

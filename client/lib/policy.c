@@ -1,6 +1,7 @@
 /* Policies as the namespace holds them: applying one (a write at the
  * primary, checked there again) and reading the one in force at a server. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,4 +75,89 @@ MP_EXPORT int mp_policy_get(mp_client *c, mp_call *call, char **ret_doc, size_t 
 	if (ret_ctime_ns != NULL)
 		*ret_ctime_ns = ctime;
 	return 0;
+}
+
+static void copy_str(const msgpack_object *map, const char *key, char *out, size_t len)
+{
+	const char *p;
+	size_t n;
+	char why[100];
+	if (msg_get_bytes(map, key, false, 0, 4096, &p, &n, why, sizeof(why)) == 0)
+		snprintf(out, len, "%.*s", (int)n, p);
+}
+
+static int parse_rules(const msgpack_object *body, const char *site, mp_replication_rule *out,
+                       size_t cap, size_t *ret_n, mp_error *err)
+{
+	const msgpack_object_array *rules;
+	char why[200];
+	if (msg_get_array(body, "rules", true, 4096, &rules, why, sizeof(why)) < 0)
+		return mperr(err, -EPROTO, "replication status: %s", why);
+	static const struct {
+		const char *key;
+		size_t off;
+	} fields[] = {
+	    {"pending_objects", offsetof(mp_replication_rule, pending_objects)},
+	    {"pending_bytes", offsetof(mp_replication_rule, pending_bytes)},
+	    {"verified_objects", offsetof(mp_replication_rule, verified_objects)},
+	    {"verified_bytes", offsetof(mp_replication_rule, verified_bytes)},
+	    {"copied_bytes", offsetof(mp_replication_rule, copied_bytes)},
+	    {"failures", offsetof(mp_replication_rule, failures)},
+	    {"failing_objects", offsetof(mp_replication_rule, failing_objects)},
+	    {"lag_ms", offsetof(mp_replication_rule, lag_ms)},
+	};
+	for (uint32_t i = 0; i < rules->size && i < cap; i++) {
+		const msgpack_object *o = &rules->ptr[i];
+		mp_replication_rule *x = &out[i];
+		memset(x, 0, sizeof(*x));
+		if (o->type != MSGPACK_OBJECT_MAP)
+			return mperr(err, -EPROTO, "replication status: rule %u is not a map", i);
+		snprintf(x->site, sizeof(x->site), "%s", site);
+		copy_str(o, "rule", x->rule, sizeof(x->rule));
+		copy_str(o, "last_error", x->last_error, sizeof(x->last_error));
+		for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+			uint64_t v = 0;
+			if (msg_get_u64(o, fields[k].key, false, UINT64_MAX, &v, why, sizeof(why)) <
+			    0)
+				return mperr(err, -EPROTO, "replication status: %s", why);
+			*(uint64_t *)((char *)x + fields[k].off) = v;
+		}
+	}
+	*ret_n = rules->size;
+	return 0;
+}
+
+MP_EXPORT int mp_replication_status(mp_client *c, mp_replication_rule *out, size_t cap,
+                                    size_t *ret_n, mp_error *err)
+{
+	struct request_body b;
+	request_init(&b, MT_REPLICATION_STATUS);
+	struct reply rep;
+	mp_error last = {0};
+	int r = mperr(&last, -ENOENT, "no mirror configured: replication is known to mirrors");
+	size_t total = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < total; i++) {
+		struct server_entry *s = c->servers.entries[i];
+		if (s->is_primary || !servers_routable(s))
+			continue;
+		if (route_once(c, s, &b, NULL, c->cfg.timeout_ms, &rep, &last) !=
+		    ATTEMPT_ANSWERED) {
+			r = last.code ? last.code : -EIO;
+			continue;
+		}
+		char site[64] = "";
+		if (rep.is_error) {
+			r = client_answer_error(&rep, s->address, &last);
+		} else {
+			copy_str(rep.frame.body, "site", site, sizeof(site));
+			r = parse_rules(rep.frame.body, site, out, cap, ret_n, &last);
+		}
+		reply_release(&rep);
+		if (r == 0)
+			break;
+	}
+	request_destroy(&b);
+	if (r < 0 && err != NULL)
+		*err = last;
+	return r;
 }

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "jsonw.h"
+#include "output.h"
 #include "paths.h"
 #include "policy.h"
 
@@ -532,6 +533,95 @@ out:
 	return rc;
 }
 
+/* ---- status ---- */
+
+static void bar(uint64_t done, uint64_t total, char *out, size_t width)
+{
+	size_t fill = total == 0 ? width : (size_t)((double)done / (double)total * (double)width);
+	for (size_t i = 0; i < width; i++)
+		out[i] = i < fill ? '#' : '.';
+	out[width] = '\0';
+}
+
+static int policy_status(struct ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	int opt, rc;
+	ctx_getopt_begin();
+	while ((opt = ctx_getopt(ctx, argc, argv, "h", opts)) != -1) {
+		if (opt == 'h')
+			return commands_print_help(ctx->cmd);
+		return EXIT_USAGE;
+	}
+	if (optind != argc)
+		return ctx_usage(ctx, "status takes no operand");
+	if ((rc = ctx_open(ctx)) != 0)
+		return rc;
+	mp_replication_rule rules[256];
+	size_t n = 0;
+	mp_error err = {0};
+	if (mp_replication_status(ctx->client, rules, 256, &n, &err) < 0)
+		return ctx_fail(ctx, NULL, &err);
+	if (n > 256)
+		n = 256;
+	if (ctx->json) {
+		struct jsonw w;
+		jsonw_init(&w, stdout);
+		jsonw_object_begin(&w);
+		jsonw_key(&w, "rules");
+		jsonw_array_begin(&w);
+		for (size_t i = 0; i < n; i++) {
+			const mp_replication_rule *x = &rules[i];
+			jsonw_object_begin(&w);
+			jsonw_key(&w, "site");
+			jsonw_string(&w, x->site);
+			jsonw_key(&w, "rule");
+			jsonw_string(&w, x->rule);
+			const struct {
+				const char *k;
+				uint64_t v;
+			} f[] = {{"pending_objects", x->pending_objects},
+			         {"pending_bytes", x->pending_bytes},
+			         {"verified_objects", x->verified_objects},
+			         {"verified_bytes", x->verified_bytes},
+			         {"copied_bytes", x->copied_bytes},
+			         {"failures", x->failures},
+			         {"failing_objects", x->failing_objects},
+			         {"lag_ms", x->lag_ms}};
+			for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
+				jsonw_key(&w, f[k].k);
+				jsonw_uint(&w, f[k].v);
+			}
+			jsonw_key(&w, "last_error");
+			jsonw_string(&w, x->last_error);
+			jsonw_object_end(&w);
+		}
+		jsonw_array_end(&w);
+		jsonw_object_end(&w);
+		jsonw_finish(&w);
+		return EXIT_OK;
+	}
+	if (n == 0) {
+		printf("no replication at this site (no replicate rule names it)\n");
+		return EXIT_OK;
+	}
+	printf("%-12s %-24s %-22s %10s %10s %8s %8s\n", "SITE", "RULE", "PROGRESS", "VERIFIED",
+	       "PENDING", "LAG", "FAILING");
+	for (size_t i = 0; i < n; i++) {
+		const mp_replication_rule *x = &rules[i];
+		char b[21], done[16], pend[16], lag[32];
+		bar(x->verified_bytes, x->verified_bytes + x->pending_bytes, b, 20);
+		output_size(x->verified_bytes, done, sizeof(done));
+		output_size(x->pending_bytes, pend, sizeof(pend));
+		output_duration_ms(x->lag_ms, lag, sizeof(lag));
+		printf("%-12s %-24s [%s] %10s %10s %8s %8llu\n", x->site, x->rule, b, done, pend,
+		       lag, (unsigned long long)x->failing_objects);
+		if (x->last_error[0] != '\0' && x->failing_objects > 0)
+			printf("  last error: %s\n", x->last_error);
+	}
+	return EXIT_OK;
+}
+
 int cmd_policy(struct ctx *ctx, int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -547,6 +637,8 @@ int cmd_policy(struct ctx *ctx, int argc, char **argv)
 		return policy_show(ctx, argc - 1, argv + 1);
 	if (strcmp(argv[1], "plan") == 0)
 		return policy_plan(ctx, argc - 1, argv + 1);
-	return ctx_usage(ctx, "unknown subcommand '%s' (expected check, apply, show or plan)",
-	                 argv[1]);
+	if (strcmp(argv[1], "status") == 0)
+		return policy_status(ctx, argc - 1, argv + 1);
+	return ctx_usage(
+	    ctx, "unknown subcommand '%s' (expected check, apply, show, plan or status)", argv[1]);
 }

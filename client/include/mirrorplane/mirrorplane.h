@@ -228,6 +228,23 @@ MP_EXPORT int mp_policy_apply(mp_client *c, const char *file, const void *doc, s
 MP_EXPORT int mp_policy_get(mp_client *c, mp_call *call, char **ret_doc, size_t *ret_len,
                             int64_t *ret_ctime_ns, mp_error *err);
 
+/* Replication at the site, per rule, as the site's first answering mirror
+ * reports it. */
+typedef struct mp_replication_rule {
+	char site[64];
+	char rule[64];
+	uint64_t pending_objects, pending_bytes;
+	uint64_t verified_objects, verified_bytes;
+	uint64_t copied_bytes;    /* since the mirror started */
+	uint64_t failures;        /* failed attempts since the mirror started */
+	uint64_t failing_objects; /* objects that failed 3 times or more */
+	uint64_t lag_ms;          /* age of the oldest change not yet copied */
+	char last_error[256];
+} mp_replication_rule;
+/* Fills up to cap rules; *ret_n gets how many the site has. */
+MP_EXPORT int mp_replication_status(mp_client *c, mp_replication_rule *out, size_t cap,
+                                    size_t *ret_n, mp_error *err);
+
 /* The primary's current version and the applied version of the first
  * healthy mirror (0 and an empty mirror string when none answers). */
 typedef struct mp_versions {
