@@ -471,6 +471,13 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 		snprintf(why, whylen, "reading %s/%.300s: %s", j->src, j->key, oe.message);
 		goto out;
 	}
+	if (s.len < j->size) {
+		rc = -EIO;
+		snprintf(why, whylen,
+		         "%s/%.300s: %zu bytes, shorter than the %" PRIu64 " its layout names",
+		         j->src, j->key, s.len, j->size);
+		goto out;
+	}
 	/* The object is immutable: the bytes must be the ones the layout
 	 * named, where its ETag is their MD5. */
 	if (objstore_etag_is_md5(j->etag) && strcmp(md5, j->etag) != 0) {
