@@ -29,6 +29,10 @@ const char *proto_msg_name(unsigned type)
 		return "POLICY_GET";
 	case MT_REPLICATION_STATUS:
 		return "REPLICATION_STATUS";
+	case MT_SITES:
+		return "SITES";
+	case MT_SITE_REPORT:
+		return "SITE_REPORT";
 	case MT_POLICY_APPLY:
 		return "POLICY_APPLY";
 	case MT_MKDIR:

@@ -31,6 +31,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_READDIR = 14,
 	        MT_POLICY_GET = 15,
 	        MT_REPLICATION_STATUS = 16,
+	        MT_SITES = 17,
 
 	        MT_MKDIR = 20,
 	        MT_CREATE = 21,
@@ -49,6 +50,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_SNAPSHOT_BEGIN = 34,
 	        MT_SNAPSHOT_CHUNK = 35,
 	        MT_SNAPSHOT_END = 36,
+	        MT_SITE_REPORT = 37,
 
 	        MT_BLOCK_READ = 40,
 	        MT_CACHE_REGISTER = 41,

@@ -10,7 +10,7 @@
 
 bool reads_is_read(uint32_t type)
 {
-	return type >= MT_VERSION && type <= MT_REPLICATION_STATUS;
+	return type >= MT_VERSION && type <= MT_SITES;
 }
 
 bool reads_is_write(uint32_t type)
@@ -18,66 +18,26 @@ bool reads_is_write(uint32_t type)
 	return type >= MT_MKDIR && type <= MT_POLICY_APPLY;
 }
 
-/* With a cluster secret, a file's node comes with one read grant per
- * extent of its layout (grants: [str...]), for the cache nodes. */
-static bool pack_grants(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
-{
-	if (v->secret == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
-		return false;
-	msgpack_unpacked u;
-	msgpack_unpacked_init(&u);
-	size_t off = 0;
-	bool ok = msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) ==
-	              MSGPACK_UNPACK_SUCCESS &&
-	          u.data.type == MSGPACK_OBJECT_ARRAY;
-	if (ok) {
-		int64_t now = (int64_t)time(NULL);
-		const msgpack_object_array *a = &u.data.via.array;
-		msg_pack_key(pk, "grants");
-		msgpack_pack_array(pk, a->size);
-		for (uint32_t i = 0; i < a->size; i++) {
-			const msgpack_object *e = &a->ptr[i];
-			char f[3][1100];
-			bool good = e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size >= 3;
-			for (int k = 0; good && k < 3; k++) {
-				const msgpack_object *x = &e->via.array.ptr[k];
-				good =
-				    x->type == MSGPACK_OBJECT_STR && x->via.str.size < sizeof(f[k]);
-				if (good)
-					snprintf(f[k], sizeof(f[k]), "%.*s", (int)x->via.str.size,
-					         x->via.str.ptr);
-			}
-			char g[GRANT_LEN + 1] = "";
-			if (good)
-				grant_make(v->secret, v->secret_len, f[0], f[1], f[2], now,
-				           GRANT_TTL_S, g);
-			msg_pack_cstr(pk, g);
-		}
-	}
-	msgpack_unpacked_destroy(&u);
-	return ok;
-}
+/* Calls fn with the bucket, key and etag of each extent of a file's layout
+ * (NULLs for an extent that does not decode, so that the caller's list
+ * stays one entry per extent). Returns the number of extents, or -1 when
+ * the layout is not an array. */
+typedef void (*extent_fn)(void *arg, const char *bucket, const char *key, const char *etag);
 
-/* replicas: [alias or nil per extent], when some extent has a verified
- * site copy; packs nothing (returns false) otherwise. */
-static bool pack_replicas(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
+static int each_extent(const struct node_rec *rec, extent_fn fn, void *arg)
 {
-	if (v->replica_of == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
-		return false;
 	msgpack_unpacked u;
 	msgpack_unpacked_init(&u);
 	size_t off = 0;
-	bool ok = msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) ==
-	              MSGPACK_UNPACK_SUCCESS &&
-	          u.data.type == MSGPACK_OBJECT_ARRAY;
-	uint32_t n = ok ? u.data.via.array.size : 0;
-	msgpack_sbuffer items;
-	msgpack_packer ipk;
-	msgpack_sbuffer_init(&items);
-	msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
-	bool any = false;
-	for (uint32_t i = 0; i < n; i++) {
-		const msgpack_object *e = &u.data.via.array.ptr[i];
+	if (msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) !=
+	        MSGPACK_UNPACK_SUCCESS ||
+	    u.data.type != MSGPACK_OBJECT_ARRAY) {
+		msgpack_unpacked_destroy(&u);
+		return -1;
+	}
+	const msgpack_object_array *a = &u.data.via.array;
+	for (uint32_t i = 0; i < a->size; i++) {
+		const msgpack_object *e = &a->ptr[i];
 		char f[3][1100];
 		bool good = e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size >= 3;
 		for (int k = 0; good && k < 3; k++) {
@@ -87,22 +47,83 @@ static bool pack_replicas(const struct read_view *v, msgpack_packer *pk, const s
 				snprintf(f[k], sizeof(f[k]), "%.*s", (int)x->via.str.size,
 				         x->via.str.ptr);
 		}
-		const char *alias = good ? v->replica_of(v->replica_arg, f[0], f[1], f[2]) : NULL;
-		if (alias != NULL) {
-			msg_pack_cstr(&ipk, alias);
-			any = true;
-		} else {
-			msgpack_pack_nil(&ipk);
-		}
+		if (good)
+			fn(arg, f[0], f[1], f[2]);
+		else
+			fn(arg, NULL, NULL, NULL);
 	}
+	int n = (int)a->size;
 	msgpack_unpacked_destroy(&u);
-	if (any) {
-		msg_pack_key(pk, "replicas");
-		msgpack_pack_array(pk, n);
-		msg_pack_raw(pk, items.data, items.size);
+	return n;
+}
+
+struct extent_list {
+	const struct read_view *v;
+	msgpack_packer pk; /* into items */
+	msgpack_sbuffer items;
+	int64_t now;
+	bool any;
+};
+
+static void grant_one(void *arg, const char *bucket, const char *key, const char *etag)
+{
+	struct extent_list *l = arg;
+	char g[GRANT_LEN + 1] = "";
+	if (bucket != NULL)
+		grant_make(l->v->secret, l->v->secret_len, bucket, key, etag, l->now, GRANT_TTL_S,
+		           g);
+	msg_pack_cstr(&l->pk, g);
+}
+
+static void replica_one(void *arg, const char *bucket, const char *key, const char *etag)
+{
+	struct extent_list *l = arg;
+	const char *alias =
+	    bucket != NULL ? l->v->replica_of(l->v->replica_arg, bucket, key, etag) : NULL;
+	if (alias != NULL) {
+		msg_pack_cstr(&l->pk, alias);
+		l->any = true;
+	} else {
+		msgpack_pack_nil(&l->pk);
 	}
-	msgpack_sbuffer_destroy(&items);
-	return any;
+}
+
+/* Packs key: [one item per extent] as fn makes them; with only_if_any,
+ * nothing unless some item was not nil. Returns whether it packed. */
+static bool pack_per_extent(const struct read_view *v, msgpack_packer *pk,
+                            const struct node_rec *rec, const char *key, extent_fn fn,
+                            bool only_if_any)
+{
+	struct extent_list l = {.v = v, .now = (int64_t)time(NULL)};
+	msgpack_sbuffer_init(&l.items);
+	msgpack_packer_init(&l.pk, &l.items, msgpack_sbuffer_write);
+	int n = each_extent(rec, fn, &l);
+	bool packed = n >= 0 && (l.any || !only_if_any);
+	if (packed) {
+		msg_pack_key(pk, key);
+		msgpack_pack_array(pk, (uint32_t)n);
+		msg_pack_raw(pk, l.items.data, l.items.size);
+	}
+	msgpack_sbuffer_destroy(&l.items);
+	return packed;
+}
+
+/* With a cluster secret, a file's node comes with one read grant per
+ * extent of its layout (grants: [str...]), for the cache nodes. */
+static bool pack_grants(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
+{
+	if (v->secret == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
+		return false;
+	return pack_per_extent(v, pk, rec, "grants", grant_one, false);
+}
+
+/* replicas: [alias or nil per extent], when some extent has a verified
+ * site copy; packs nothing (returns false) otherwise. */
+static bool pack_replicas(const struct read_view *v, msgpack_packer *pk, const struct node_rec *rec)
+{
+	if (v->replica_of == NULL || rec->type != NODE_FILE || rec->extra_len == 0)
+		return false;
+	return pack_per_extent(v, pk, rec, "replicas", replica_one, true);
 }
 
 static void reply_node(const struct read_view *v, struct conn *c, uint64_t id,
@@ -392,6 +413,9 @@ void reads_answer(const struct read_view *v, struct conn *c, uint32_t type, uint
 		return;
 	case MT_POLICY_GET:
 		get_record(v, c, id, body);
+		return;
+	case MT_SITES:
+		conn_send_error(c, id, -EOPNOTSUPP, "SITES: not answered here");
 		return;
 	case MT_REPLICATION_STATUS:
 		/* Mirrors answer it before it gets here. */

@@ -176,6 +176,18 @@ void mirror_dispatch(void *owner, struct conn *c, struct request *r)
 			stream_subscribe(m->stream, c, f->id, f->body);
 	} else if (f->type == MT_ACK) {
 		stream_ack(m->stream, c, f->id, f->body);
+	} else if (f->type == MT_SITE_REPORT) {
+		char err[300];
+		if (site_table_receive(m->sites, f->body, mirror_now_ns(), err, sizeof(err)) < 0)
+			log_warn("%s: %s", c->peer, err);
+	} else if (f->type == MT_SITES) {
+		struct site_report self;
+		mirror_site_report(m, &self);
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		site_report_build_reply(&sb, f->id, m->version, &self, m->sites, mirror_now_ns());
+		conn_send(c, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
 	} else if (c->role == CONN_SUBSCRIBER) {
 		conn_send_error(c, f->id, -EPROTO, "%s on a subscribed connection",
 		                proto_msg_name(f->type));

@@ -168,3 +168,14 @@ void members_write_status(struct members *ms, struct json_writer *w)
 	}
 	json_end_array(w);
 }
+
+void members_totals(const struct members *ms, uint64_t *ret_used, uint64_t *ret_capacity)
+{
+	uint64_t used = 0, cap = 0;
+	for (size_t i = 0; i < ms->n; i++) {
+		used += ms->list[i].m.used;
+		cap += ms->list[i].m.capacity;
+	}
+	*ret_used = used;
+	*ret_capacity = cap;
+}

@@ -24,6 +24,8 @@ void members_list(struct members *ms, struct conn *c, uint64_t id, const char *s
 /* Drops nodes not heard from in time. */
 void members_expire(struct members *ms);
 size_t members_count(const struct members *ms);
+/* Bytes used and capacity over the group. */
+void members_totals(const struct members *ms, uint64_t *ret_used, uint64_t *ret_capacity);
 void members_write_status(struct members *ms, struct json_writer *w);
 
 #endif

@@ -552,10 +552,37 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	update_metrics(m);
 }
 
+void mirror_site_report(struct mirror *m, struct site_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->site, sizeof(r->site), "%s", m->cfg.site);
+	snprintf(r->upstream, sizeof(r->upstream), "%s", upstream_address(m->up));
+	snprintf(r->state, sizeof(r->state), "%s", mirror_state(m));
+	r->version = m->version;
+	r->lag_versions = mirror_lag_versions(m);
+	r->lag_ms = (uint64_t)(mirror_lag_seconds(m) * 1000);
+	replication_totals(m->repl, &r->repl_pending_objects, &r->repl_pending_bytes,
+	                   &r->repl_failing_objects);
+	r->cache_nodes = members_count(m->members);
+	members_totals(m->members, &r->cache_used, &r->cache_capacity);
+}
+
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct mirror *m = arg;
 	stream_heartbeat(m->stream);
+	/* This site and the ones behind it, to the upstream: the primary
+	 * shows the whole tree. */
+	struct site_report self;
+	mirror_site_report(m, &self);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msg_begin(&sb, &pk, MT_SITE_REPORT, 0, 1);
+	site_report_pack(&pk, &self, m->sites, mirror_now_ns());
+	msg_end(&sb);
+	upstream_send(m->up, &sb);
+	msgpack_sbuffer_destroy(&sb);
 }
 
 static void park_cb(evutil_socket_t fd, short what, void *arg)
@@ -764,6 +791,9 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	load_journal(m);
 	m->log = changelog_new(cfg->cache_versions, cfg->cache_bytes);
 	m->members = members_new(cfg->cache_member_timeout_ms);
+	m->sites = site_table_new();
+	if (m->sites == NULL)
+		fatal("out of memory");
 	if (m->members == NULL)
 		fatal("out of memory");
 	if (m->log == NULL)
@@ -910,6 +940,7 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	namespace_free(m->boot_ns);
 	metrics_free(m->metrics);
 	members_free(m->members);
+	site_table_free(m->sites);
 	if (m->tls)
 		SSL_CTX_free(m->tls);
 	if (m->upstream_tls)

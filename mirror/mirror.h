@@ -26,6 +26,7 @@
 #include "namespace.h"
 #include "proto.h"
 #include "server.h"
+#include "sitereport.h"
 #include "stream.h"
 #include "upstream.h"
 
@@ -129,6 +130,7 @@ struct mirror {
 	int64_t policy_ctime;
 	uint64_t policy_hash[2];
 	struct replication *repl;
+	struct site_table *sites; /* reports of the sites cascaded behind this one */
 	uint8_t *secret;
 	size_t secret_len;
 	SSL_CTX *tls, *upstream_tls;
@@ -146,6 +148,8 @@ int64_t mirror_now_ns(void);
 int mirror_run(struct mirror_config *cfg, const char *config_path);
 int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err);
 
+/* This site's own line of the tree's report. */
+void mirror_site_report(struct mirror *m, struct site_report *ret);
 /* The site bucket holding a verified copy of an object, for read_view. */
 const char *mirror_replica_of(void *arg, const char *bucket, const char *key, const char *etag);
 /* clients.c */

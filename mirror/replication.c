@@ -1198,6 +1198,21 @@ void replication_pack_status(struct replication *r, msgpack_packer *pk)
 	}
 }
 
+void replication_totals(struct replication *r, uint64_t *ret_pending, uint64_t *ret_bytes,
+                        uint64_t *ret_failing)
+{
+	*ret_pending = *ret_bytes = *ret_failing = 0;
+	if (r == NULL)
+		return;
+	struct rule_view v[64];
+	size_t n = rule_views(r, v, 64);
+	for (size_t i = 0; i < n; i++) {
+		*ret_pending += v[i].pending;
+		*ret_bytes += v[i].pending_bytes;
+		*ret_failing += v[i].failing;
+	}
+}
+
 void replication_update_metrics(struct replication *r)
 {
 	if (r == NULL)

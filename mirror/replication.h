@@ -72,6 +72,9 @@ const char *replication_replica_of(struct replication *r, const char *bucket, co
  * pending_bytes, verified_objects, verified_bytes, copied_bytes, failures,
  * failing_objects, lag_ms, last_error). An empty array without a worker. */
 void replication_pack_status(struct replication *r, msgpack_packer *pk);
+/* Pending objects and bytes and failing objects over every rule. */
+void replication_totals(struct replication *r, uint64_t *ret_pending, uint64_t *ret_bytes,
+                        uint64_t *ret_failing);
 /* For /status, /metrics and /healthz. */
 void replication_write_status(struct replication *r, struct json_writer *w);
 void replication_update_metrics(struct replication *r);

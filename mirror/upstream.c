@@ -560,6 +560,12 @@ void upstream_start(struct upstream *u)
 		connect_now(u);
 }
 
+void upstream_send(struct upstream *u, msgpack_sbuffer *sb)
+{
+	if (u->bev != NULL && u->subscribed)
+		send_frame(u, sb);
+}
+
 void upstream_ack(struct upstream *u, uint64_t version)
 {
 	if (u->bev == NULL || !u->subscribed)

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <msgpack.h>
 #include <stdint.h>
 
 #include "namespace.h"
@@ -77,6 +78,8 @@ void upstream_free(struct upstream *u);
 void upstream_start(struct upstream *u);
 /* Sends ACK{version} when connected. */
 void upstream_ack(struct upstream *u, uint64_t version);
+/* Sends a built frame on the subscription (nothing when not subscribed). */
+void upstream_send(struct upstream *u, msgpack_sbuffer *sb);
 /* Drops the connection and subscribes again after a short pause. */
 void upstream_reconnect(struct upstream *u, const char *why);
 enum upstream_state upstream_state(const struct upstream *u);

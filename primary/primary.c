@@ -15,6 +15,7 @@
 #include "paths.h"
 #include "netaddr.h"
 #include "primary.h"
+#include "sitereport.h"
 #include "proto.h"
 #include "tls.h"
 
@@ -511,6 +512,9 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	    .metric_prefix = "mp_primary",
 	};
 	p->stream = stream_new(&shost);
+	p->sites = site_table_new();
+	if (p->sites == NULL)
+		fatal("out of memory");
 	if (p->stream == NULL)
 		fatal("out of memory");
 	struct server_config scfg = {
@@ -570,6 +574,7 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 		request_free(rq);
 	}
 	stream_free(p->stream);
+	site_table_free(p->sites);
 	admin_free(p->admin);
 	event_free(p->sigterm_ev);
 	event_free(p->sigint_ev);

@@ -92,7 +92,9 @@ bool committer_store_failing(const struct committer *cm);
 
 /* ---- the process ---- */
 
+struct site_table;
 struct primary {
+	struct site_table *sites; /* what the tree of mirrors reports */
 	struct event_base *base;
 	struct primary_config cfg;
 	const char *config_path;

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "policy.h"
 #include "primary.h"
 #include "proto.h"
 #include "reads.h"
+#include "sitereport.h"
 #include "txn.h"
 
 static int get_path(const msgpack_object *body, const char *key, const char **ret, size_t *len,
@@ -408,6 +410,21 @@ void rpc_dispatch(void *owner, struct conn *c, struct request *r)
 	}
 	if (f->type == MT_ACK) {
 		stream_ack(p->stream, c, f->id, f->body);
+		goto done;
+	}
+	if (f->type == MT_SITE_REPORT) {
+		/* One-way, on a subscription: a bad one is logged, not answered. */
+		char err[300];
+		if (site_table_receive(p->sites, f->body, primary_now_ns(), err, sizeof(err)) < 0)
+			log_warn("%s: %s", c->peer, err);
+		goto done;
+	}
+	if (f->type == MT_SITES) {
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		site_report_build_reply(&sb, f->id, p->version, NULL, p->sites, primary_now_ns());
+		conn_send(c, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
 		goto done;
 	}
 	if (c->role == CONN_SUBSCRIBER) {

@@ -6,6 +6,7 @@
 #include "admin.h"
 #include "json.h"
 #include "primary.h"
+#include "sitereport.h"
 
 static int healthz(void *arg, struct evbuffer *body, const char **ret_content_type)
 {
@@ -65,6 +66,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_double(&w, (double)(primary_now_ns() - p->started) / 1e9);
 	json_key(&w, "subscribers");
 	stream_write_status(p->stream, &w);
+	json_key(&w, "sites");
+	site_table_write_json(p->sites, primary_now_ns(), &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;

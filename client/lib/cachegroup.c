@@ -326,60 +326,54 @@ int cachegroup_read_draining(struct mp_client *c, struct cachegroup *g,
 	return r;
 }
 
+struct members_out {
+	struct cache_member *m;
+	mp_cache_node *out;
+	size_t cap, *ret_n;
+};
+
+static int take_members(void *arg, const char *address, const struct reply *rep, mp_error *err)
+{
+	struct members_out *mo = arg;
+	size_t n = 0;
+	char why[256];
+	if (rep->is_error)
+		return client_answer_error(rep, address, err);
+	if (cacheproto_parse_members(rep->frame.body, mo->m, CACHE_MEMBERS_MAX, &n, why,
+	                             sizeof(why)) < 0)
+		return mperr(err, -EPROTO, "%s: cache members: %s", address, why);
+	for (size_t k = 0; k < n && k < mo->cap; k++) {
+		const struct cache_member *x = &mo->m[k];
+		mp_cache_node *o = &mo->out[k];
+		memset(o, 0, sizeof(*o));
+		snprintf(o->address, sizeof(o->address), "%s", x->address);
+		snprintf(o->state, sizeof(o->state), "%s", cacheproto_state_name(x->state));
+		o->weight = x->weight;
+		o->used = x->used;
+		o->capacity = x->capacity;
+		o->hits = x->hits;
+		o->misses = x->misses;
+		o->block_size = x->block_size;
+		o->age_ms = x->age_ms;
+	}
+	*mo->ret_n = n;
+	return 0;
+}
+
 MP_EXPORT int mp_cache_status(mp_client *c, mp_cache_node *out, size_t cap, size_t *ret_n,
                               mp_error *err)
 {
-	struct cache_member *m = calloc(CACHE_MEMBERS_MAX, sizeof(*m));
-	if (m == NULL)
+	struct members_out mo = {
+	    .m = calloc(CACHE_MEMBERS_MAX, sizeof(*mo.m)), .out = out, .cap = cap, .ret_n = ret_n};
+	if (mo.m == NULL)
 		return mperr(err, -ENOMEM, "out of memory");
 	struct request_body b;
 	request_init(&b, MT_CACHE_MEMBERS);
-	struct reply rep;
-	mp_error last = {0};
-	int r = mperr(&last, -ENOENT, "no mirror configured: the cache group is known to mirrors");
-	size_t total = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE);
-	for (size_t i = 0; i < total; i++) {
-		struct server_entry *s = c->servers.entries[i];
-		if (s->is_primary || !servers_routable(s))
-			continue;
-		if (route_once(c, s, &b, NULL, c->cfg.timeout_ms, &rep, &last) !=
-		    ATTEMPT_ANSWERED) {
-			r = last.code ? last.code : -EIO;
-			continue;
-		}
-		size_t n = 0;
-		char why[256];
-		if (rep.is_error)
-			r = client_answer_error(&rep, s->address, &last);
-		else if (cacheproto_parse_members(rep.frame.body, m, CACHE_MEMBERS_MAX, &n, why,
-		                                  sizeof(why)) < 0)
-			r = mperr(&last, -EPROTO, "%s: cache members: %s", s->address, why);
-		else
-			r = 0;
-		reply_release(&rep);
-		if (r < 0)
-			continue;
-		for (size_t k = 0; k < n && k < cap; k++) {
-			mp_cache_node *o = &out[k];
-			memset(o, 0, sizeof(*o));
-			snprintf(o->address, sizeof(o->address), "%s", m[k].address);
-			snprintf(o->state, sizeof(o->state), "%s",
-			         cacheproto_state_name(m[k].state));
-			o->weight = m[k].weight;
-			o->used = m[k].used;
-			o->capacity = m[k].capacity;
-			o->hits = m[k].hits;
-			o->misses = m[k].misses;
-			o->block_size = m[k].block_size;
-			o->age_ms = m[k].age_ms;
-		}
-		*ret_n = n;
-		break;
-	}
+	int r =
+	    route_first_mirror(c, &b, take_members, &mo,
+	                       "no mirror configured: the cache group is known to mirrors", err);
 	request_destroy(&b);
-	free(m);
-	if (r < 0 && err != NULL)
-		*err = last;
+	free(mo.m);
 	return r;
 }
 

@@ -313,6 +313,15 @@ enum attempt { ATTEMPT_ANSWERED, ATTEMPT_FAILED, ATTEMPT_UNKNOWN };
 enum attempt route_once(struct mp_client *c, struct server_entry *s, const struct request_body *b,
                         const struct read_fields *rf, uint64_t timeout_ms, struct reply *ret,
                         mp_error *err);
+/* Sends b to each routable mirror in turn until take accepts an answer:
+ * take gets the server's address and the reply (an ERROR reply too; the
+ * reply is released after take) and returns 0 to stop or a negative errno
+ * (with err set) to try the next mirror. Returns 0, or the last failure
+ * (none_why when no mirror is configured). For what only mirrors know. */
+int route_first_mirror(struct mp_client *c, const struct request_body *b,
+                       int (*take)(void *arg, const char *address, const struct reply *rep,
+                                   mp_error *err),
+                       void *arg, const char *none_why, mp_error *err);
 /* A read at s, hedged to backup (NULL: none) after s's hedge delay; the
  * first answer wins and *ret_served says whose it is. A server beaten by
  * its backup is marked down. */

@@ -127,37 +127,29 @@ static int parse_rules(const msgpack_object *body, const char *site, mp_replicat
 	return 0;
 }
 
+struct rules_out {
+	mp_replication_rule *out;
+	size_t cap, *ret_n;
+};
+
+static int take_rules(void *arg, const char *address, const struct reply *rep, mp_error *err)
+{
+	struct rules_out *ro = arg;
+	if (rep->is_error)
+		return client_answer_error(rep, address, err);
+	char site[64] = "";
+	copy_str(rep->frame.body, "site", site, sizeof(site));
+	return parse_rules(rep->frame.body, site, ro->out, ro->cap, ro->ret_n, err);
+}
+
 MP_EXPORT int mp_replication_status(mp_client *c, mp_replication_rule *out, size_t cap,
                                     size_t *ret_n, mp_error *err)
 {
 	struct request_body b;
 	request_init(&b, MT_REPLICATION_STATUS);
-	struct reply rep;
-	mp_error last = {0};
-	int r = mperr(&last, -ENOENT, "no mirror configured: replication is known to mirrors");
-	size_t total = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE);
-	for (size_t i = 0; i < total; i++) {
-		struct server_entry *s = c->servers.entries[i];
-		if (s->is_primary || !servers_routable(s))
-			continue;
-		if (route_once(c, s, &b, NULL, c->cfg.timeout_ms, &rep, &last) !=
-		    ATTEMPT_ANSWERED) {
-			r = last.code ? last.code : -EIO;
-			continue;
-		}
-		char site[64] = "";
-		if (rep.is_error) {
-			r = client_answer_error(&rep, s->address, &last);
-		} else {
-			copy_str(rep.frame.body, "site", site, sizeof(site));
-			r = parse_rules(rep.frame.body, site, out, cap, ret_n, &last);
-		}
-		reply_release(&rep);
-		if (r == 0)
-			break;
-	}
+	struct rules_out ro = {.out = out, .cap = cap, .ret_n = ret_n};
+	int r = route_first_mirror(c, &b, take_rules, &ro,
+	                           "no mirror configured: replication is known to mirrors", err);
 	request_destroy(&b);
-	if (r < 0 && err != NULL)
-		*err = last;
 	return r;
 }

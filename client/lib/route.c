@@ -661,3 +661,30 @@ enum attempt route_hedged(struct mp_client *c, struct server_entry *s, const str
 	race_unref(r);
 	return a;
 }
+
+int route_first_mirror(struct mp_client *c, const struct request_body *b,
+                       int (*accept)(void *arg, const char *address, const struct reply *rep,
+                                     mp_error *err),
+                       void *arg, const char *none_why, mp_error *err)
+{
+	mp_error last = {0};
+	int r = mperr(&last, -ENOENT, "%s", none_why);
+	size_t total = __atomic_load_n(&c->servers.n, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < total; i++) {
+		struct server_entry *s = c->servers.entries[i];
+		if (s->is_primary || !servers_routable(s))
+			continue;
+		struct reply rep;
+		if (route_once(c, s, b, NULL, c->cfg.timeout_ms, &rep, &last) != ATTEMPT_ANSWERED) {
+			r = last.code ? last.code : -EIO;
+			continue;
+		}
+		r = accept(arg, s->address, &rep, &last);
+		reply_release(&rep);
+		if (r == 0)
+			return 0;
+	}
+	if (err != NULL)
+		*err = last;
+	return r;
+}

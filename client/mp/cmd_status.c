@@ -99,7 +99,8 @@ static void status_cell(const mp_server_status *s, int col, char *out, size_t le
 }
 
 static void status_print_json(const mp_server_status *st, size_t n, bool primary_up,
-                              const mp_cache_node *nodes, size_t nn)
+                              const mp_cache_node *nodes, size_t nn, const mp_site_info *sites,
+                              size_t ns)
 {
 	struct jsonw w;
 	jsonw_init(&w, stdout);
@@ -150,8 +151,48 @@ static void status_print_json(const mp_server_status *st, size_t n, bool primary
 		jsonw_object_end(&w);
 	}
 	jsonw_array_end(&w);
+	jsonw_key(&w, "sites");
+	jsonw_array_begin(&w);
+	for (size_t i = 0; i < ns; i++) {
+		const mp_site_info *x = &sites[i];
+		jsonw_object_begin(&w);
+		jsonw_field_string(&w, "site", x->site);
+		jsonw_field_string(&w, "upstream", x->upstream);
+		jsonw_field_string(&w, "state", x->state);
+		jsonw_field_uint(&w, "version", x->version);
+		jsonw_field_uint(&w, "lag_versions", x->lag_versions);
+		jsonw_field_uint(&w, "lag_ms", x->lag_ms);
+		jsonw_field_uint(&w, "repl_pending_objects", x->repl_pending_objects);
+		jsonw_field_uint(&w, "repl_pending_bytes", x->repl_pending_bytes);
+		jsonw_field_uint(&w, "repl_failing_objects", x->repl_failing_objects);
+		jsonw_field_uint(&w, "cache_nodes", x->cache_nodes);
+		jsonw_field_uint(&w, "cache_used", x->cache_used);
+		jsonw_field_uint(&w, "cache_capacity", x->cache_capacity);
+		jsonw_object_end(&w);
+	}
+	jsonw_array_end(&w);
 	jsonw_object_end(&w);
 	jsonw_finish(&w);
+}
+
+/* The tree of sites, as their reports reach the primary. */
+static void sites_print_table(const mp_site_info *s, size_t n, const char *from)
+{
+	printf("\nSITES (as %s knows them)\n", from);
+	printf("%-16s %-22s %-12s %10s %8s %10s %14s %6s %s\n", "SITE", "UPSTREAM", "STATE",
+	       "VERSION", "LAG", "REPL-PEND", "REPL-BYTES", "NODES", "CACHE USED / CAP");
+	for (size_t i = 0; i < n; i++) {
+		char lag[32], bytes[32], used[32], cap[32];
+		output_duration_ms(s[i].lag_ms, lag, sizeof(lag));
+		output_size(s[i].repl_pending_bytes, bytes, sizeof(bytes));
+		output_size(s[i].cache_used, used, sizeof(used));
+		output_size(s[i].cache_capacity, cap, sizeof(cap));
+		printf("%-16s %-22s %-12s %10" PRIu64 " %8s %10" PRIu64 " %14s %6" PRIu64
+		       " %s / %s\n",
+		       s[i].site, s[i].upstream[0] ? s[i].upstream : "primary", s[i].state,
+		       s[i].version, lag, s[i].repl_pending_objects, bytes, s[i].cache_nodes, used,
+		       cap);
+	}
 }
 
 /* The site's cache group under the servers' table. */
@@ -240,12 +281,22 @@ int cmd_status_status(struct ctx *ctx, int argc, char **argv)
 		nn = 0;
 	if (nn > 64)
 		nn = 64;
+	mp_site_info sites[64];
+	size_t ns = 0;
+	char from[96] = "";
+	mp_error serr;
+	if (mp_sites(ctx->client, sites, 64, &ns, from, sizeof(from), &serr) < 0)
+		ns = 0;
+	if (ns > 64)
+		ns = 64;
 	if (ctx->json) {
-		status_print_json(st, n, primary_up, nodes, nn);
+		status_print_json(st, n, primary_up, nodes, nn, sites, ns);
 	} else {
 		status_print_table(st, n);
 		if (nn > 0)
 			cache_print_table(nodes, nn);
+		if (ns > 0)
+			sites_print_table(sites, ns, from);
 	}
 	free(st);
 	if (!primary_up) {

@@ -48,6 +48,8 @@ static void block_read(const msgpack_object *body, uint64_t block_size)
 		abort();
 	if ((req.grant == NULL) != (req.grant_len == 0) || req.grant_len > CACHE_GRANT_MAX)
 		abort();
+	if (req.replica[0] != '\0')
+		check_text(req.replica, CACHE_ALIAS_MAX);
 
 	/* Packed again, it parses to the same request. */
 	msgpack_sbuffer fields, sb;
@@ -68,7 +70,7 @@ static void block_read(const msgpack_object *body, uint64_t block_size)
 	if (strcmp(again.bucket, req.bucket) != 0 || strcmp(again.key, req.key) != 0 ||
 	    strcmp(again.etag, req.etag) != 0 || again.size != req.size ||
 	    again.offset != req.offset || again.length != req.length || again.peer != req.peer ||
-	    again.grant_len != req.grant_len ||
+	    again.grant_len != req.grant_len || strcmp(again.replica, req.replica) != 0 ||
 	    (req.grant_len > 0 && memcmp(again.grant, req.grant, req.grant_len) != 0))
 		abort();
 	msgpack_unpacked_destroy(&u);

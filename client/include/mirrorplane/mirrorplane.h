@@ -245,6 +245,21 @@ typedef struct mp_replication_rule {
 MP_EXPORT int mp_replication_status(mp_client *c, mp_replication_rule *out, size_t cap,
                                     size_t *ret_n, mp_error *err);
 
+/* The tree of sites as the primary knows it from their reports (every
+ * mirror, cascaded ones too, reports each heartbeat); when the primary
+ * cannot be reached, a mirror's view of itself and the sites behind it.
+ * ret_from (may be NULL) names who answered. */
+typedef struct mp_site_info {
+	char site[64];
+	char upstream[64]; /* the address it streams from */
+	char state[16];
+	uint64_t version, lag_versions, lag_ms;
+	uint64_t repl_pending_objects, repl_pending_bytes, repl_failing_objects;
+	uint64_t cache_nodes, cache_used, cache_capacity;
+} mp_site_info;
+MP_EXPORT int mp_sites(mp_client *c, mp_site_info *out, size_t cap, size_t *ret_n,
+                       char *ret_from, size_t from_len, mp_error *err);
+
 /* The primary's current version and the applied version of the first
  * healthy mirror (0 and an empty mirror string when none answers). */
 typedef struct mp_versions {
