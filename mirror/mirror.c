@@ -249,6 +249,8 @@ static int start_replication(struct mirror *m)
  * more) is logged and the previous one stays in force. */
 static void follow_policy(struct mirror *m, bool sweep)
 {
+	if (m->repl_failed_ns != 0 && mirror_now_ns() - m->repl_failed_ns < 10 * 1000000000LL)
+		return;
 	struct node_rec rec;
 	if (namespace_lookup(m->ns, 0, "policy", 6, &rec) < 0) {
 		if (m->policy_ino != 0) {
@@ -284,9 +286,13 @@ static void follow_policy(struct mirror *m, bool sweep)
 	         "pipelines",
 	         m->cfg.site, (unsigned long long)m->version, p->n_replication, p->n_warmup);
 	if (start_replication(m) < 0) {
+		/* Taken up again (and retried) in 10 s, when a version comes. */
+		m->repl_failed_ns = mirror_now_ns();
+		m->policy_ino = 0;
 		policy_free(p);
 		return;
 	}
+	m->repl_failed_ns = 0;
 	replication_set_policy(m->repl, p, m->ns);
 }
 
@@ -547,6 +553,8 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	if (m->ready && m->version > 0 &&
 	    journal_bytes_since_snapshot(m->journal) > m->cfg.snapshot_every_bytes)
 		start_snapshot(m, false);
+	if (m->ready && m->repl_failed_ns != 0)
+		follow_policy(m, false); /* replication did not start: try again */
 	if (m->ready && replication_sweep_due(m->repl, mirror_now_ns()))
 		replication_sweep(m->repl, m->ns);
 	update_metrics(m);

@@ -130,6 +130,7 @@ struct mirror {
 	int64_t policy_ctime;
 	uint64_t policy_hash[2];
 	struct replication *repl;
+	int64_t repl_failed_ns; /* when starting it last failed (retried after 10 s) */
 	struct site_table *sites; /* reports of the sites cascaded behind this one */
 	uint8_t *secret;
 	size_t secret_len;

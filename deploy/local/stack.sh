@@ -40,11 +40,17 @@ stack_start_primary() {
 }
 
 stack_start_site() { # site-a | site-b
+  # Replication copies into the site's own bucket, whose alias (site-copy)
+  # and URL are in the site configuration (stack_write_client_configs).
+  cat >"$state/$1-mirror.yaml" <<YAML
+replication:
+  site_config: $(realpath -m "$state")/$1.yaml
+YAML
   case $1 in
-  site-a) "$bin/mirror/mp-mirror" --site site-a --upstream "$primary_listen" \
+  site-a) "$bin/mirror/mp-mirror" -c "$state/$1-mirror.yaml" --site site-a --upstream "$primary_listen" \
       --data-dir "$state/site-a" --listen "$site_a" --admin "$site_a_admin" \
       2>>"$state/site-a.log" & ;;
-  site-b) "$bin/mirror/mp-mirror" --site site-b --upstream "$site_a,$primary_listen" \
+  site-b) "$bin/mirror/mp-mirror" -c "$state/$1-mirror.yaml" --site site-b --upstream "$site_a,$primary_listen" \
       --data-dir "$state/site-b" --listen "$site_b" --admin "$site_b_admin" \
       2>>"$state/site-b.log" & ;;
   esac
@@ -103,7 +109,12 @@ mirror: [$addr]
 primary: [$primary_listen]
 consistency: session
 timeout: 2s
-session_file: $PWD/$state/$site.session
+session_file: $(realpath -m "$state")/$site.session
+# The site's own bucket: replication rules name it as "site-copy".
+buckets:
+  site-copy:
+    url: file://$(realpath -m "$state")/$site-bucket
 YAML
+    mkdir -p "$state/$site-bucket"
   done
 }
