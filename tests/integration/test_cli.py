@@ -401,7 +401,7 @@ def test_json_shapes(tmp):
     assert doc["nodes"][1]["target"] == "file", doc
 
     st = cli.json("status")
-    assert set(st) == {"primary_up", "servers", "cache_group"} and st["primary_up"] is True, st
+    assert set(st) == {"primary_up", "servers", "cache_group", "sites"} and st["primary_up"] is True, st
     assert st["cache_group"] == [], st  # no mp-cache in this test
     roles = {s["address"]: s for s in st["servers"]}
     assert set(roles) == {p.address, m.address}, st
