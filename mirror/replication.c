@@ -26,6 +26,8 @@ enum job_kind { JOB_COPY, JOB_SCRUB };
 #define MAX_THREADS     64
 #define VSET_BUCKETS    65536
 #define FAILING_ATTEMPT 3
+#define RATE_RING       512
+#define RATE_WINDOW_S   10
 
 struct want {
 	enum want_kind kind;
@@ -59,6 +61,10 @@ struct rule_stats {
 	double tokens;
 	int64_t refill_ns;
 	uint64_t copied_bytes, copied_objects, failures;
+	/* Recent completions, for the throughput over the last RATE_WINDOW_S. */
+	int64_t done_ns[RATE_RING];
+	uint64_t done_bytes[RATE_RING];
+	unsigned done_next;
 	char last_error[400];
 	struct metric *m_pending, *m_pending_bytes, *m_verified, *m_lag, *m_copied, *m_failures;
 	struct rule_stats *next;
@@ -615,6 +621,9 @@ static void finish_copy(struct replication *r, const struct job *j, int rc, cons
 		if (rc == 0) {
 			rs->copied_bytes += size;
 			rs->copied_objects++;
+			rs->done_ns[rs->done_next] = now_ns();
+			rs->done_bytes[rs->done_next] = size;
+			rs->done_next = (rs->done_next + 1) % RATE_RING;
 			metric_add(rs->m_copied, (double)size);
 		} else {
 			rs->failures++;
@@ -1053,6 +1062,18 @@ void replication_set_origin(struct replication *r, const char *alias, const char
 
 /* ---- status ---- */
 
+/* Bytes per second copied over the last RATE_WINDOW_S. Under r->lock. */
+static double rule_rate(const struct rule_stats *s, int64_t t)
+{
+	if (s == NULL)
+		return 0;
+	uint64_t bytes = 0;
+	for (unsigned i = 0; i < RATE_RING; i++)
+		if (s->done_ns[i] != 0 && t - s->done_ns[i] <= (int64_t)RATE_WINDOW_S * 1000000000)
+			bytes += s->done_bytes[i];
+	return (double)bytes / RATE_WINDOW_S;
+}
+
 struct rule_view {
 	char rule[POLICY_MAX_NAME + 1];
 	uint64_t pending, pending_bytes, verified, verified_bytes, superseded, failing;
@@ -1132,6 +1153,8 @@ void replication_write_status(struct replication *r, struct json_writer *w)
 		struct rule_stats *s = rule_stats(r, v[i].rule);
 		json_key(w, "copied_objects");
 		json_uint(w, s ? s->copied_objects : 0);
+		json_key(w, "bytes_per_second");
+		json_double(w, rule_rate(s, t));
 		json_key(w, "copied_bytes");
 		json_uint(w, s ? s->copied_bytes : 0);
 		json_key(w, "failures");
@@ -1171,7 +1194,9 @@ void replication_pack_status(struct replication *r, msgpack_packer *pk)
 	for (size_t i = 0; i < n; i++) {
 		pthread_mutex_lock(&r->lock);
 		struct rule_stats *s = rule_stats(r, v[i].rule);
-		msgpack_pack_map(pk, 10);
+		msgpack_pack_map(pk, 11);
+		msg_pack_key(pk, "bytes_per_second");
+		msgpack_pack_uint64(pk, (uint64_t)rule_rate(s, t));
 		msg_pack_key(pk, "rule");
 		msg_pack_cstr(pk, v[i].rule);
 		msg_pack_key(pk, "pending_objects");

@@ -105,6 +105,7 @@ static int parse_rules(const msgpack_object *body, const char *site, mp_replicat
 	    {"failures", offsetof(mp_replication_rule, failures)},
 	    {"failing_objects", offsetof(mp_replication_rule, failing_objects)},
 	    {"lag_ms", offsetof(mp_replication_rule, lag_ms)},
+	    {"bytes_per_second", offsetof(mp_replication_rule, bytes_per_second)},
 	};
 	for (uint32_t i = 0; i < rules->size && i < cap; i++) {
 		const msgpack_object *o = &rules->ptr[i];

@@ -587,7 +587,8 @@ static int policy_status(struct ctx *ctx, int argc, char **argv)
 			         {"copied_bytes", x->copied_bytes},
 			         {"failures", x->failures},
 			         {"failing_objects", x->failing_objects},
-			         {"lag_ms", x->lag_ms}};
+			         {"lag_ms", x->lag_ms},
+			         {"bytes_per_second", x->bytes_per_second}};
 			for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++) {
 				jsonw_key(&w, f[k].k);
 				jsonw_uint(&w, f[k].v);
@@ -605,17 +606,18 @@ static int policy_status(struct ctx *ctx, int argc, char **argv)
 		printf("no replication at this site (no replicate rule names it)\n");
 		return EXIT_OK;
 	}
-	printf("%-12s %-24s %-22s %10s %10s %8s %8s\n", "SITE", "RULE", "PROGRESS", "VERIFIED",
-	       "PENDING", "LAG", "FAILING");
+	printf("%-12s %-24s %-22s %10s %10s %10s %8s %8s\n", "SITE", "RULE", "PROGRESS", "VERIFIED",
+	       "PENDING", "RATE/S", "LAG", "FAILING");
 	for (size_t i = 0; i < n; i++) {
 		const mp_replication_rule *x = &rules[i];
-		char b[21], done[16], pend[16], lag[32];
+		char b[21], done[16], pend[16], lag[32], rate[16];
 		bar(x->verified_bytes, x->verified_bytes + x->pending_bytes, b, 20);
 		output_size(x->verified_bytes, done, sizeof(done));
 		output_size(x->pending_bytes, pend, sizeof(pend));
 		output_duration_ms(x->lag_ms, lag, sizeof(lag));
-		printf("%-12s %-24s [%s] %10s %10s %8s %8llu\n", x->site, x->rule, b, done, pend,
-		       lag, (unsigned long long)x->failing_objects);
+		output_size(x->bytes_per_second, rate, sizeof(rate));
+		printf("%-12s %-24s [%s] %10s %10s %10s %8s %8llu\n", x->site, x->rule, b, done,
+		       pend, rate, lag, (unsigned long long)x->failing_objects);
 		if (x->last_error[0] != '\0' && x->failing_objects > 0)
 			printf("  last error: %s\n", x->last_error);
 	}

@@ -239,6 +239,7 @@ typedef struct mp_replication_rule {
 	uint64_t failures;        /* failed attempts since the mirror started */
 	uint64_t failing_objects; /* objects that failed 3 times or more */
 	uint64_t lag_ms;          /* age of the oldest change not yet copied */
+	uint64_t bytes_per_second; /* copied, over the last 10 s */
 	char last_error[256];
 } mp_replication_rule;
 /* Fills up to cap rules; *ret_n gets how many the site has. */
