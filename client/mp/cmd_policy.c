@@ -33,7 +33,24 @@ static int split_list(char *s, const char ***ret, size_t *ret_n)
 	return 0;
 }
 
-static int policy_check(struct ctx *ctx, int argc, char **argv)
+/* What the FILE commands share: --sites and --buckets (names a policy may
+ * use; others are errors) and one FILE operand. */
+struct file_args {
+	const char *file;
+	const char **sites, **buckets;
+	struct policy_known known;
+};
+
+#define HELP_SHOWN (-1)
+
+static void file_args_free(struct file_args *fa)
+{
+	free(fa->sites);
+	free(fa->buckets);
+}
+
+/* 0 with fa filled, HELP_SHOWN, or an exit status after saying why. */
+static int file_args_parse(struct ctx *ctx, int argc, char **argv, struct file_args *fa)
 {
 	static const struct option opts[] = {
 	    {"sites", required_argument, NULL, 's'},
@@ -41,35 +58,47 @@ static int policy_check(struct ctx *ctx, int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct policy_known known = {0};
-	struct policy_errors errs = {0};
-	const char **sites = NULL, **buckets = NULL;
-	struct policy *p = NULL;
-	int opt, r, status;
-
+	int opt;
+	memset(fa, 0, sizeof(*fa));
 	ctx_getopt_begin();
 	while ((opt = ctx_getopt(ctx, argc, argv, "h", opts)) != -1) {
-		if (opt == 'h')
-			return commands_print_help(ctx->cmd);
-		if (opt == CTX_OPT_ERROR)
+		if (opt == 'h') {
+			file_args_free(fa);
+			commands_print_help(ctx->cmd);
+			return HELP_SHOWN;
+		}
+		if (opt == CTX_OPT_ERROR) {
+			file_args_free(fa);
 			return EXIT_USAGE;
-		if (split_list(optarg, opt == 's' ? &sites : &buckets,
-		               opt == 's' ? &known.n_sites : &known.n_buckets) < 0) {
-			free(sites);
-			free(buckets);
+		}
+		const char ***list = opt == 's' ? &fa->sites : &fa->buckets;
+		free(*list);
+		*list = NULL;
+		if (split_list(optarg, list,
+		               opt == 's' ? &fa->known.n_sites : &fa->known.n_buckets) < 0) {
+			file_args_free(fa);
 			return ctx_failf(ctx, NULL, "out of memory");
 		}
-		if (opt == 's')
-			known.sites = sites;
-		else
-			known.buckets = buckets;
+		fa->known.sites = fa->sites;
+		fa->known.buckets = fa->buckets;
 	}
 	if (argc - optind != 1) {
-		free(sites);
-		free(buckets);
+		file_args_free(fa);
 		return ctx_usage(ctx, "give one FILE");
 	}
-	r = policy_parse_file(argv[optind], &known, &p, &errs);
+	fa->file = argv[optind];
+	return 0;
+}
+
+static int policy_check(struct ctx *ctx, int argc, char **argv)
+{
+	struct file_args fa;
+	struct policy_errors errs = {0};
+	struct policy *p = NULL;
+	int r, status;
+	if ((r = file_args_parse(ctx, argc, argv, &fa)) != 0)
+		return r == HELP_SHOWN ? EXIT_OK : r;
+	r = policy_parse_file(fa.file, &fa.known, &p, &errs);
 	if (r == 0) {
 		if (ctx->json)
 			printf("{\"ok\": true, \"replication\": %zu, \"warmup\": %zu}\n",
@@ -83,19 +112,18 @@ static int policy_check(struct ctx *ctx, int argc, char **argv)
 		policy_errors_print(&errs, stderr);
 		status = EXIT_FAIL;
 	} else {
-		status = ctx_failf(ctx, argv[optind], "%s", ctx_strerror(-r));
+		status = ctx_failf(ctx, fa.file, "%s", ctx_strerror(-r));
 	}
 	policy_free(p);
 	policy_errors_clear(&errs);
-	free(sites);
-	free(buckets);
+	file_args_free(&fa);
 	return status;
 }
 
 /* Reads and checks a policy file here first, so that errors come with the
  * file's own name and every position, before any server is asked. */
-static int load_checked(struct ctx *ctx, const char *file, char **ret_doc, size_t *ret_len,
-                        struct policy **ret_policy)
+static int load_checked(struct ctx *ctx, const char *file, const struct policy_known *known,
+                        char **ret_doc, size_t *ret_len, struct policy **ret_policy)
 {
 	char *doc;
 	size_t len;
@@ -109,7 +137,7 @@ static int load_checked(struct ctx *ctx, const char *file, char **ret_doc, size_
 	}
 	struct policy_errors errs = {0};
 	struct policy *p = NULL;
-	r = policy_parse_buffer(file, doc, len, NULL, &p, &errs);
+	r = policy_parse_buffer(file, doc, len, known, &p, &errs);
 	if (r < 0) {
 		int status = errs.n > 0 ? EXIT_FAIL : ctx_failf(ctx, file, "%s", ctx_strerror(-r));
 		policy_errors_print(&errs, stderr);
@@ -126,29 +154,17 @@ static int load_checked(struct ctx *ctx, const char *file, char **ret_doc, size_
 	return EXIT_OK;
 }
 
-static int one_file_operand(struct ctx *ctx, int argc, char **argv)
-{
-	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	int opt;
-	ctx_getopt_begin();
-	while ((opt = ctx_getopt(ctx, argc, argv, "h", opts)) != -1) {
-		if (opt == 'h')
-			return commands_print_help(ctx->cmd);
-		return -EXIT_USAGE;
-	}
-	if (argc - optind != 1)
-		return -ctx_usage(ctx, "give one FILE");
-	return optind;
-}
-
 static int policy_apply(struct ctx *ctx, int argc, char **argv)
 {
-	int i = one_file_operand(ctx, argc, argv);
-	if (i <= 0)
-		return -i;
+	struct file_args fa;
+	int rc = file_args_parse(ctx, argc, argv, &fa);
+	if (rc != 0)
+		return rc == HELP_SHOWN ? EXIT_OK : rc;
 	char *doc;
 	size_t len;
-	int rc = load_checked(ctx, argv[i], &doc, &len, NULL);
+	const char *file = fa.file;
+	rc = load_checked(ctx, file, &fa.known, &doc, &len, NULL);
+	file_args_free(&fa);
 	if (rc != EXIT_OK)
 		return rc;
 	if ((rc = ctx_open(ctx)) != 0) {
@@ -157,9 +173,9 @@ static int policy_apply(struct ctx *ctx, int argc, char **argv)
 	}
 	mp_error err = {0};
 	mp_call call = {0};
-	if (mp_policy_apply(ctx->client, argv[i], doc, len, &call, &err) < 0) {
+	if (mp_policy_apply(ctx->client, file, doc, len, &call, &err) < 0) {
 		free(doc);
-		return ctx_fail(ctx, argv[i], &err);
+		return ctx_fail(ctx, file, &err);
 	}
 	free(doc);
 	if (ctx->json)
@@ -431,13 +447,16 @@ static void plan_items(struct ctx *ctx, struct jsonw *w, const char *what, const
 
 static int policy_plan(struct ctx *ctx, int argc, char **argv)
 {
-	int i = one_file_operand(ctx, argc, argv);
-	if (i <= 0)
-		return -i;
+	struct file_args fa;
+	int rc = file_args_parse(ctx, argc, argv, &fa);
+	if (rc != 0)
+		return rc == HELP_SHOWN ? EXIT_OK : rc;
 	char *doc, *cur_doc = NULL;
 	size_t len, cur_len = 0;
 	struct policy *new = NULL, *old = NULL;
-	int rc = load_checked(ctx, argv[i], &doc, &len, &new);
+	const char *file = fa.file;
+	rc = load_checked(ctx, file, &fa.known, &doc, &len, &new);
+	file_args_free(&fa);
 	if (rc != EXIT_OK)
 		return rc;
 	free(doc);
@@ -479,7 +498,7 @@ static int policy_plan(struct ctx *ctx, int argc, char **argv)
 		jsonw_key(&w, "items");
 		jsonw_array_begin(&w);
 	} else {
-		printf("plan for %s against the policy in force at version %llu%s:\n", argv[i],
+		printf("plan for %s against the policy in force at version %llu%s:\n", file,
 		       (unsigned long long)call.version, old == NULL ? " (none)" : "");
 	}
 	plan_items(ctx, &w, "replication", old, new, true);

@@ -145,6 +145,9 @@ def test_policy_reaches_every_site(tmp):
     r = cli.run("policy", "apply", bad, expect=1)
     assert re.search(r"bad\.yaml:4:\d+: .*paths", r.err), r.err
     assert re.search(r"bad\.yaml:6:\d+: .*data", r.err), r.err
+    # Names the sites do not have are errors when the sites are given.
+    r = cli.run("policy", "apply", "--sites", "a,b", "--buckets", "site-copy", good, expect=1)
+    assert re.search(r"policy\.yaml:\d+:\d+: .*'c'", r.err), r.err
     # The primary refuses it too (a client that skips the local check).
     c = p.client()
     e = c.error("EINVAL", POLICY_APPLY, {"file": "bad.yaml", "doc": open(bad, "rb").read()},
