@@ -233,6 +233,22 @@ int objstore_put_multipart(struct objstore *st, const char *key, const void *dat
 	return r;
 }
 
+int objstore_put_stream(struct objstore *st, const char *key, uint64_t len, objstore_fill_cb fill,
+                        void *arg, char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
+{
+	int rc = objstore_check_key(st, key, err);
+
+	if (rc < 0)
+		return rc;
+	if (fill == NULL)
+		return objstore_fail(err, -EINVAL, 0, "InvalidArgument", "no data");
+	st->reported = 0;
+	rc = st->ops->put_stream(st, key, len, fill, arg, ret_etag, err);
+	if (rc == 0 && st->reported < len)
+		objstore_report(st, len - st->reported);
+	return rc;
+}
+
 int objstore_head(struct objstore *st, const char *key, uint64_t *ret_size,
                   char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
 {

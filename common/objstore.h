@@ -88,6 +88,15 @@ int objstore_put(struct objstore *st, const char *key, const void *data, size_t 
 int objstore_put_multipart(struct objstore *st, const char *key, const void *data, size_t len,
                            char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 
+/* Gives the bytes [offset, offset + len) of an object being stored into buf
+ * (exactly len of them), in order of offset. Returns 0 or a negative errno,
+ * which stops the upload and is returned. */
+typedef int (*objstore_fill_cb)(void *arg, uint64_t offset, void *buf, size_t len);
+/* Stores a `len`-byte object whose bytes fill gives, never holding more than
+ * parallel_parts x part_size of it in memory: a multipart upload on S3 (one
+ * PUT up to a part), a temporary file renamed into place on file://. */
+int objstore_put_stream(struct objstore *st, const char *key, uint64_t len, objstore_fill_cb fill,
+                        void *arg, char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 /* Called as bytes of an upload are stored (after each part of a multipart
  * upload, at the end of a single PUT), on the calling thread. NULL stops it. */
 typedef void (*objstore_progress_cb)(void *arg, uint64_t bytes);
@@ -120,6 +129,8 @@ struct objstore_ops {
 	           char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 	int (*put_multipart)(struct objstore *st, const char *key, const void *data, size_t len,
 	                     char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
+	int (*put_stream)(struct objstore *st, const char *key, uint64_t len, objstore_fill_cb fill,
+	                  void *arg, char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 	int (*head)(struct objstore *st, const char *key, uint64_t *ret_size,
 	            char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err);
 	int (*del)(struct objstore *st, const char *key, struct objstore_error *err);

@@ -20,6 +20,7 @@
 
 #define TMP_PREFIX   ".objstore-tmp."
 #define ETAG_XATTR   "user.mirrorplane.etag"
+#define STREAM_CHUNK (8u << 20) /* bytes held while a streamed object is written */
 #define IO_CHUNK     (1024 * 1024)
 #define LIST_DEPTH   64
 #define SMALL_OBJECT (16 * 1024)
@@ -194,8 +195,11 @@ static int write_all(struct objstore *st, int fd, const char *data, size_t len)
 	return 0;
 }
 
-static int file_put(struct objstore *st, const char *key, const void *data, size_t len,
-                    char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
+/* Writes the object through a temporary file, chunk by chunk as fill gives
+ * it, hashing as it goes; fsync, rename, fsync of the directory. */
+static int file_put_stream(struct objstore *st, const char *key, uint64_t len,
+                           objstore_fill_cb fill, void *arg, char ret_etag[OBJSTORE_ETAG_MAX],
+                           struct objstore_error *err)
 {
 	struct objstore_file *f = F(st);
 	char path[PATH_MAX], tmp[PATH_MAX + 32], parent[PATH_MAX], etag[OBJSTORE_ETAG_MAX];
@@ -205,8 +209,6 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 	rc = file_path(st, key, path, sizeof(path), err);
 	if (rc < 0)
 		return rc;
-	if (md5_hex(data, len, etag) < 0)
-		return objstore_fail(err, -EIO, 0, "IOError", "MD5 unavailable");
 	rc = make_parents(f->dirfd, path);
 	if (rc < 0)
 		return errno_fail(st, key, "mkdir", -rc, err);
@@ -216,6 +218,14 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 		*slash = '\0';
 	else
 		snprintf(parent, sizeof(parent), ".");
+	size_t chunk = len < STREAM_CHUNK ? (size_t)len : STREAM_CHUNK;
+	char *buf = malloc(chunk ? chunk : 1);
+	EVP_MD_CTX *md5 = EVP_MD_CTX_new();
+	if (buf == NULL || md5 == NULL || !EVP_DigestInit_ex(md5, EVP_md5(), NULL)) {
+		free(buf);
+		EVP_MD_CTX_free(md5);
+		return objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+	}
 	for (int attempt = 0;; attempt++) {
 		unsigned long r = ((unsigned long)random() << 16) ^ (unsigned long)getpid();
 		snprintf(tmp, sizeof(tmp), "%s/%s%lx", parent, TMP_PREFIX, r);
@@ -223,9 +233,28 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 		if (fd >= 0 || errno != EEXIST || attempt > 100)
 			break;
 	}
-	if (fd < 0)
+	if (fd < 0) {
+		free(buf);
+		EVP_MD_CTX_free(md5);
 		return errno_fail(st, key, "create temporary file", errno, err);
-	rc = write_all(st, fd, data, len);
+	}
+	int filled = 0;
+	for (uint64_t off = 0; rc == 0 && off < len;) {
+		size_t n = len - off < chunk ? (size_t)(len - off) : chunk;
+		if ((rc = fill(arg, off, buf, n)) < 0) {
+			filled = rc;
+			break;
+		}
+		EVP_DigestUpdate(md5, buf, n);
+		rc = write_all(st, fd, buf, n);
+		off += n;
+	}
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_DigestFinal_ex(md5, md, &mdlen);
+	hex(md, mdlen, etag);
+	EVP_MD_CTX_free(md5);
+	free(buf);
 	if (rc == 0) {
 		/* Best effort: without it the ETag is recomputed on read. */
 		(void)fsetxattr(fd, ETAG_XATTR, etag, strlen(etag), 0);
@@ -238,6 +267,10 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 		rc = -errno;
 	if (rc < 0) {
 		unlinkat(f->dirfd, tmp, 0);
+		if (filled < 0)
+			return objstore_fail(err, filled, 0, "SourceFailed",
+			                     "%s/%s: the data to store could not be read: %s",
+			                     st->bucket, key, strerror(-filled));
 		return errno_fail(st, key, "write", -rc, err);
 	}
 	pfd = openat(f->dirfd, parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -250,6 +283,18 @@ static int file_put(struct objstore *st, const char *key, const void *data, size
 	if (ret_etag)
 		memcpy(ret_etag, etag, strlen(etag) + 1);
 	return 0;
+}
+
+static int fill_from_memory(void *arg, uint64_t offset, void *buf, size_t len)
+{
+	memcpy(buf, (const char *)arg + offset, len);
+	return 0;
+}
+
+static int file_put(struct objstore *st, const char *key, const void *data, size_t len,
+                    char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
+{
+	return file_put_stream(st, key, len, fill_from_memory, (void *)data, ret_etag, err);
 }
 
 static int file_open_key(struct objstore *st, const char *key, int *ret_fd, struct stat *sb,
@@ -726,6 +771,7 @@ static const struct objstore_ops file_ops = {
     .get = file_get,
     .put = file_put,
     .put_multipart = file_put,
+    .put_stream = file_put_stream,
     .head = file_head,
     .del = file_del,
     .list = file_list,

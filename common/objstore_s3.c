@@ -682,9 +682,11 @@ static void s3_mp_abort(struct objstore_s3 *s3, const char *key, const char *qid
 }
 
 /* Sends every part with up to parallel_parts in flight, each with its own retries. */
+/* parts[i] is part number first + i, its bytes at data + i * part_size (the
+ * last one to data + len). */
 static int s3_mp_parts(struct objstore_s3 *s3, const char *key, const char *qid,
-                       struct s3_part *parts, size_t nparts, const char *data, size_t len,
-                       struct objstore_error *err)
+                       struct s3_part *parts, size_t nparts, int first, const char *data,
+                       size_t len, struct objstore_error *err)
 {
 	size_t part = s3->opt.part_size, done = 0, running = 0;
 	CURLM *m = curl_multi_init();
@@ -701,7 +703,7 @@ static int s3_mp_parts(struct objstore_s3 *s3, const char *key, const char *qid,
 	for (size_t i = 0; i < nparts; i++) {
 		struct s3_req *r = &parts[i].req;
 		char q[1200];
-		parts[i].number = (int)i + 1;
+		parts[i].number = first + (int)i;
 		r->method = "PUT";
 		r->key = key;
 		r->body = data + i * part;
@@ -870,7 +872,7 @@ static int s3_put_multipart(struct objstore *st, const char *key, const void *da
 		rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
 		goto abort;
 	}
-	rc = s3_mp_parts(s3, key, qid, parts, nparts, data, len, err);
+	rc = s3_mp_parts(s3, key, qid, parts, nparts, 1, data, len, err);
 	if (rc == 0)
 		rc = s3_mp_complete(s3, key, qid, parts, nparts, ret_etag, err);
 abort:
@@ -882,6 +884,81 @@ out:
 		s3_req_done(&parts[i].req);
 	}
 	free(parts);
+	free(id);
+	free(qid);
+	return rc;
+}
+
+/* A multipart upload a window of parallel_parts parts at a time, each
+ * window filled (in order) before it is sent. */
+static int s3_put_stream(struct objstore *st, const char *key, uint64_t len, objstore_fill_cb fill,
+                         void *arg, char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
+{
+	struct objstore_s3 *s3 = S(st);
+	size_t part = s3->opt.part_size, npool = (size_t)s3->opt.parallel_parts;
+	if (len <= part) {
+		char *buf = malloc(len ? (size_t)len : 1);
+		if (buf == NULL)
+			return objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+		int rc = len ? fill(arg, 0, buf, (size_t)len) : 0;
+		if (rc < 0)
+			rc = objstore_fail(err, rc, 0, "SourceFailed",
+			                   "%s/%s%s: the data to store could not be read: %s",
+			                   st->bucket, st->prefix, key, strerror(-rc));
+		else
+			rc = s3_put(st, key, buf, (size_t)len, ret_etag, err);
+		free(buf);
+		return rc;
+	}
+	uint64_t nparts = (len + part - 1) / part;
+	if (nparts > 10000)
+		return objstore_fail(err, -EINVAL, 0, "InvalidArgument",
+		                     "%s/%s%s: %llu parts; S3 allows 10,000 (raise part_size)",
+		                     st->bucket, st->prefix, key, (unsigned long long)nparts);
+	struct s3_part *parts = calloc((size_t)nparts, sizeof(*parts));
+	char *window = malloc(npool * part), *id = NULL, *qid = NULL;
+	int rc = 0;
+	if (parts == NULL || window == NULL) {
+		rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+		goto out;
+	}
+	rc = s3_mp_create(s3, key, &id, err);
+	if (rc < 0)
+		goto out;
+	qid = uri_encode(id, false);
+	if (qid == NULL) {
+		rc = objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+		goto abort;
+	}
+	for (uint64_t w = 0; rc == 0 && w < nparts; w += npool) {
+		size_t n = nparts - w < npool ? (size_t)(nparts - w) : npool;
+		uint64_t off = w * part;
+		size_t wlen = off + (uint64_t)n * part > len ? (size_t)(len - off) : n * part;
+		for (size_t done = 0; rc == 0 && done < wlen;) {
+			size_t chunk = wlen - done < part ? wlen - done : part;
+			rc = fill(arg, off + done, window + done, chunk);
+			if (rc < 0)
+				rc = objstore_fail(
+				    err, rc, 0, "SourceFailed",
+				    "%s/%s%s: the data to store could not be read: %s", st->bucket,
+				    st->prefix, key, strerror(-rc));
+			done += chunk;
+		}
+		if (rc == 0)
+			rc = s3_mp_parts(s3, key, qid, parts + w, n, (int)w + 1, window, wlen, err);
+	}
+	if (rc == 0)
+		rc = s3_mp_complete(s3, key, qid, parts, (size_t)nparts, ret_etag, err);
+abort:
+	if (rc < 0 && id)
+		s3_mp_abort(s3, key, qid ? qid : id);
+out:
+	for (uint64_t i = 0; parts != NULL && i < nparts; i++) {
+		parts[i].req.h = NULL;
+		s3_req_done(&parts[i].req);
+	}
+	free(parts);
+	free(window);
 	free(id);
 	free(qid);
 	return rc;
@@ -907,6 +984,7 @@ static const struct objstore_ops s3_ops = {
     .get = s3_get,
     .put = s3_put,
     .put_multipart = s3_put_multipart,
+    .put_stream = s3_put_stream,
     .head = s3_head,
     .del = s3_del,
     .list = s3_list,

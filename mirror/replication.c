@@ -376,36 +376,40 @@ static void want_free(struct want *w)
 
 /* ---- copying, on a copier thread ---- */
 
+/* Objects up to this size are copied with one GET and one PUT; larger ones
+ * are streamed, never held whole. */
+#define SINGLE_MAX (8u << 20)
+
+/* Where copied bytes go: hashed (MD5, and SHA-256 when the rule wants
+ * it), held to the rule's bandwidth, and kept in buf only when asked. */
 struct copy_sink {
 	struct replication *r;
 	const struct job *j;
 	uint8_t *buf;
 	size_t len, cap;
+	uint64_t total;
 	EVP_MD_CTX *md5, *sha;
-	bool throttled;
+	bool throttled, keep;
 };
 
-static int sink_data(void *arg, const void *data, size_t len)
+static int sink_begin(struct copy_sink *s, struct replication *r, const struct job *j,
+                      bool want_sha, bool throttled, bool keep)
 {
-	struct copy_sink *s = arg;
-	if (s->len + len > s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 1 << 20;
-		while (cap < s->len + len)
-			cap *= 2;
-		uint8_t *grown = realloc(s->buf, cap);
-		if (grown == NULL)
-			return -ENOMEM;
-		s->buf = grown;
-		s->cap = cap;
+	memset(s, 0, sizeof(*s));
+	s->r = r;
+	s->j = j;
+	s->throttled = throttled;
+	s->keep = keep;
+	s->md5 = EVP_MD_CTX_new();
+	s->sha = want_sha ? EVP_MD_CTX_new() : NULL;
+	if (s->md5 == NULL || (want_sha && s->sha == NULL) ||
+	    !EVP_DigestInit_ex(s->md5, EVP_md5(), NULL) ||
+	    (want_sha && !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL))) {
+		EVP_MD_CTX_free(s->md5);
+		EVP_MD_CTX_free(s->sha);
+		s->md5 = s->sha = NULL;
+		return -ENOMEM;
 	}
-	memcpy(s->buf + s->len, data, len);
-	s->len += len;
-	if (s->md5 != NULL)
-		EVP_DigestUpdate(s->md5, data, len);
-	if (s->sha != NULL)
-		EVP_DigestUpdate(s->sha, data, len);
-	if (s->throttled)
-		throttle(s->r, s->j->rule, s->j->bandwidth, len);
 	return 0;
 }
 
@@ -415,42 +419,77 @@ static void hex(const unsigned char *md, unsigned n, char *out)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* Reads key of st whole, hashing as it streams: md5 (hex, 33 bytes) and
- * sha256 (hex, 65 bytes, when wanted). The bytes stay in s->buf. */
-static int fetch_hashed(struct replication *r, const struct job *j, struct objstore *st,
-                        const char *key, bool want_sha, bool throttled, struct copy_sink *s,
-                        char md5[33], char sha[65], struct objstore_error *oe)
+/* The digests as hex (md5: 33 bytes, sha: 65, "" when not wanted); frees
+ * the contexts but not buf. */
+static void sink_end(struct copy_sink *s, char md5[33], char sha[65])
 {
-	memset(s, 0, sizeof(*s));
-	s->r = r;
-	s->j = j;
-	s->throttled = throttled;
-	s->md5 = EVP_MD_CTX_new();
-	s->sha = want_sha ? EVP_MD_CTX_new() : NULL;
-	if (s->md5 == NULL || (want_sha && s->sha == NULL) ||
-	    !EVP_DigestInit_ex(s->md5, EVP_md5(), NULL) ||
-	    (want_sha && !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL))) {
-		EVP_MD_CTX_free(s->md5);
-		EVP_MD_CTX_free(s->sha);
-		return -ENOMEM;
-	}
-	int rc = objstore_get(st, key, 0, 0, sink_data, s, oe);
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned n = 0;
-	if (rc == -ERANGE && s->len == 0)
-		rc = 0; /* an empty object has no byte 0 */
-	if (rc == 0) {
-		EVP_DigestFinal_ex(s->md5, md, &n);
+	md5[0] = sha[0] = '\0';
+	if (s->md5 != NULL && EVP_DigestFinal_ex(s->md5, md, &n))
 		hex(md, n, md5);
-		if (want_sha) {
-			EVP_DigestFinal_ex(s->sha, md, &n);
-			hex(md, n, sha);
-		}
-	}
+	if (s->sha != NULL && EVP_DigestFinal_ex(s->sha, md, &n))
+		hex(md, n, sha);
 	EVP_MD_CTX_free(s->md5);
 	EVP_MD_CTX_free(s->sha);
 	s->md5 = s->sha = NULL;
+}
+
+static int sink_data(void *arg, const void *data, size_t len)
+{
+	struct copy_sink *s = arg;
+	if (s->keep && s->len + len > s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1 << 20;
+		while (cap < s->len + len)
+			cap *= 2;
+		uint8_t *grown = realloc(s->buf, cap);
+		if (grown == NULL)
+			return -ENOMEM;
+		s->buf = grown;
+		s->cap = cap;
+	}
+	if (s->keep) {
+		memcpy(s->buf + s->len, data, len);
+		s->len += len;
+	}
+	s->total += len;
+	EVP_DigestUpdate(s->md5, data, len);
+	if (s->sha != NULL)
+		EVP_DigestUpdate(s->sha, data, len);
+	if (s->throttled)
+		throttle(s->r, s->j->rule, s->j->bandwidth, len);
+	return 0;
+}
+
+/* Reads key of st whole into s (begun by the caller), hashing. */
+static int sink_fetch(struct objstore *st, const char *key, struct copy_sink *s,
+                      struct objstore_error *oe)
+{
+	int rc = objstore_get(st, key, 0, 0, sink_data, s, oe);
+	if (rc == -ERANGE && s->total == 0)
+		rc = 0; /* an empty object has no byte 0 */
 	return rc;
+}
+
+/* A streamed copy's source: each chunk the upload asks for is a ranged
+ * GET, hashed in order as it passes. */
+struct stream_source {
+	struct copy_sink *sink;
+	struct objstore *src;
+	const char *key;
+	struct objstore_error *oe;
+};
+
+static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
+{
+	struct stream_source *ss = arg;
+	size_t got = 0;
+	int rc = objstore_get_buf(ss->src, ss->key, offset, len, buf, len, &got, ss->oe);
+	if (rc == 0 && got != len)
+		rc = objstore_fail(ss->oe, -EIO, 0, "ShortRead",
+		                   "%s: %zu of %zu bytes at offset %" PRIu64, ss->key, got, len,
+		                   offset);
+	return rc < 0 ? rc : sink_data(ss->sink, buf, len);
 }
 
 static int copy_object(struct replication *r, const struct job *j, char md5_out[33], char *why,
@@ -459,7 +498,7 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 	struct bucket *sb = NULL, *db = NULL;
 	struct objstore *src = NULL, *dst = NULL;
 	mp_error err = {0};
-	struct objstore_error oe = {0};
+	struct objstore_error oe = {0}, se = {0};
 	struct copy_sink s = {0}, back = {0};
 	char dkey[OBJSTORE_KEY_MAX + 80];
 	snprintf(dkey, sizeof(dkey), "%s/%s", j->src, j->key);
@@ -472,46 +511,70 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 	}
 	bool sha = j->verify == POLICY_VERIFY_SHA256;
 	char md5[33] = "", sha_src[65] = "", md5_back[33] = "", sha_back[65] = "";
-	rc = fetch_hashed(r, j, src, j->key, sha, true, &s, md5, sha_src, &oe);
+	uint64_t src_size = 0;
+	rc = objstore_head(src, j->key, &src_size, NULL, &oe);
 	if (rc < 0) {
 		snprintf(why, whylen, "reading %s/%.300s: %s", j->src, j->key, oe.message);
 		goto out;
 	}
-	if (s.len < j->size) {
+	if (src_size < j->size) {
 		rc = -EIO;
 		snprintf(why, whylen,
-		         "%s/%.300s: %zu bytes, shorter than the %" PRIu64 " its layout names",
-		         j->src, j->key, s.len, j->size);
+		         "%s/%.300s: %" PRIu64 " bytes, shorter than the %" PRIu64
+		         " its layout names",
+		         j->src, j->key, src_size, j->size);
+		goto out;
+	}
+	bool single = src_size <= SINGLE_MAX;
+	char etag[OBJSTORE_ETAG_MAX] = "";
+	if ((rc = sink_begin(&s, r, j, sha, true, single)) < 0) {
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	if (single) {
+		rc = sink_fetch(src, j->key, &s, &se);
+		if (rc == 0 && s.total != src_size)
+			rc = objstore_fail(&se, -EIO, 0, "ShortRead",
+			                   "%" PRIu64 " of %" PRIu64 " bytes", s.total, src_size);
+		if (rc == 0)
+			rc = objstore_put(dst, dkey, s.buf, s.len, etag, &oe);
+	} else {
+		struct stream_source ss = {.sink = &s, .src = src, .key = j->key, .oe = &se};
+		rc = objstore_put_stream(dst, dkey, src_size, stream_fill, &ss, etag, &oe);
+	}
+	sink_end(&s, md5, sha_src);
+	if (rc < 0) {
+		if (se.message[0] != '\0')
+			snprintf(why, whylen, "reading %s/%.300s: %s", j->src, j->key, se.message);
+		else
+			snprintf(why, whylen, "writing %s/%.300s: %s", j->dst, dkey, oe.message);
 		goto out;
 	}
 	/* The object is immutable: the bytes must be the ones the layout
-	 * named, where its ETag is their MD5. */
+	 * named, where its ETag is their MD5. A copy that is not is removed. */
 	if (objstore_etag_is_md5(j->etag) && strcmp(md5, j->etag) != 0) {
 		rc = -EIO;
 		snprintf(why, whylen, "%s/%.300s: the bytes read hash to %s, not its ETag %s",
 		         j->src, j->key, md5, j->etag);
-		goto out;
-	}
-	char etag[OBJSTORE_ETAG_MAX];
-	bool single = s.len <= 8u << 20;
-	rc = single ? objstore_put(dst, dkey, s.buf, s.len, etag, &oe)
-	            : objstore_put_multipart(dst, dkey, s.buf, s.len, etag, &oe);
-	if (rc < 0) {
-		snprintf(why, whylen, "writing %s/%.300s: %s", j->dst, dkey, oe.message);
+		(void)objstore_delete(dst, dkey, NULL);
 		goto out;
 	}
 	/* Verify what the site bucket now holds: the store's own hash of a
-	 * single PUT, else the bytes read back. */
+	 * single PUT, else the bytes read back (hashed, not kept). */
 	uint64_t size = 0;
 	rc = objstore_head(dst, dkey, &size, NULL, &oe);
-	if (rc == 0 && size != s.len) {
+	if (rc == 0 && size != src_size) {
 		rc = -EIO;
-		snprintf(why, whylen, "%s/%.300s holds %" PRIu64 " bytes after the copy, not %zu",
-		         j->dst, dkey, size, s.len);
+		snprintf(why, whylen,
+		         "%s/%.300s holds %" PRIu64 " bytes after the copy, not %" PRIu64, j->dst,
+		         dkey, size, src_size);
 		goto out;
 	}
 	if (rc == 0 && (!single || sha || !objstore_etag_is_md5(etag) || strcmp(etag, md5) != 0)) {
-		rc = fetch_hashed(r, j, dst, dkey, sha, false, &back, md5_back, sha_back, &oe);
+		rc = sink_begin(&back, r, j, sha, false, false);
+		if (rc == 0)
+			rc = sink_fetch(dst, dkey, &back, &oe);
+		sink_end(&back, md5_back, sha_back);
 		if (rc == 0 && (strcmp(md5_back, md5) != 0 || strcmp(sha_back, sha_src) != 0)) {
 			rc = -EIO;
 			snprintf(why, whylen,
@@ -525,10 +588,9 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 		goto out;
 	}
 	memcpy(md5_out, md5, 33);
-	*ret_size = s.len;
+	*ret_size = src_size;
 out:
 	free(s.buf);
-	free(back.buf);
 	buckets_release(sb, src);
 	buckets_release(db, dst);
 	return rc;
@@ -550,8 +612,10 @@ static int scrub_object(struct replication *r, const struct job *j, char *why, s
 		snprintf(why, whylen, "%s", err.message);
 		return rc;
 	}
-	rc = fetch_hashed(r, j, dst, dkey, false, false, &s, md5, sha, &oe);
-	free(s.buf);
+	rc = sink_begin(&s, r, j, false, false, false);
+	if (rc == 0)
+		rc = sink_fetch(dst, dkey, &s, &oe);
+	sink_end(&s, md5, sha);
 	buckets_release(db, dst);
 	if (rc == -ENOENT || (rc == 0 && strcmp(md5, j->md5) != 0)) {
 		snprintf(why, whylen, "%s/%.300s %s", j->dst, dkey,

@@ -114,7 +114,34 @@ static int teardown_s3(void **state)
 	return 0;
 }
 
-static void roundtrip(struct ctx *c, const char *key, size_t len, bool multipart)
+/* A streamed upload's source: the pattern, handed out in order, as asked. */
+struct stream_src {
+	const char *data;
+	uint64_t next; /* the offset the next fill must start at */
+	unsigned calls;
+};
+
+static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
+{
+	struct stream_src *s = arg;
+	assert_int_equal(offset, s->next);
+	memcpy(buf, s->data + offset, len);
+	s->next = offset + len;
+	s->calls++;
+	return 0;
+}
+
+static int failing_fill(void *arg, uint64_t offset, void *buf, size_t len)
+{
+	(void)arg;
+	(void)buf;
+	(void)len;
+	return offset > 0 ? -EIO : 0;
+}
+
+enum put_how { PUT_SINGLE, PUT_MULTIPART, PUT_STREAM };
+
+static void roundtrip_how(struct ctx *c, const char *key, size_t len, enum put_how how)
 {
 	char *data = pattern(len, (unsigned)len), *back = malloc(len + 16);
 	char etag[OBJSTORE_ETAG_MAX], etag2[OBJSTORE_ETAG_MAX], md5[33];
@@ -122,9 +149,14 @@ static void roundtrip(struct ctx *c, const char *key, size_t len, bool multipart
 	uint64_t size = 0;
 	size_t got = 0;
 	int rc;
+	bool multipart = how != PUT_SINGLE;
+	struct stream_src src = {.data = data};
 
-	rc = multipart ? objstore_put_multipart(c->st, key, data, len, etag, &err)
-	               : objstore_put(c->st, key, data, len, etag, &err);
+	rc = how == PUT_STREAM ? objstore_put_stream(c->st, key, len, stream_fill, &src, etag, &err)
+	     : how == PUT_MULTIPART ? objstore_put_multipart(c->st, key, data, len, etag, &err)
+	                            : objstore_put(c->st, key, data, len, etag, &err);
+	if (how == PUT_STREAM && rc == 0)
+		assert_int_equal(src.next, len);
 	if (rc < 0)
 		fail_msg("put %s (%zu bytes): %d %s", key, len, rc, err.message);
 	rc = objstore_get_buf(c->st, key, 0, 0, back, len + 16, &got, &err);
@@ -142,6 +174,28 @@ static void roundtrip(struct ctx *c, const char *key, size_t len, bool multipart
 		assert_string_equal(etag, md5);
 	free(data);
 	free(back);
+}
+
+static void roundtrip(struct ctx *c, const char *key, size_t len, bool multipart)
+{
+	roundtrip_how(c, key, len, multipart ? PUT_MULTIPART : PUT_SINGLE);
+}
+
+static void test_roundtrip_stream(void **state)
+{
+	struct ctx *c = *state;
+	/* Several windows of parts (part size 5 MiB on s3rver), a short last one. */
+	roundtrip_how(c, "rt/stream-43mib", 43 * MiB + 17, PUT_STREAM);
+	roundtrip_how(c, "rt/stream-small", 1000, PUT_STREAM);
+	roundtrip_how(c, "rt/stream-empty", 0, PUT_STREAM);
+	/* A source that fails: an error naming it, and no object. */
+	struct objstore_error err;
+	char etag[OBJSTORE_ETAG_MAX];
+	int rc = objstore_put_stream(c->st, "rt/stream-failed", 30 * MiB, failing_fill, NULL, etag,
+	                             &err);
+	assert_true(rc < 0);
+	assert_non_null(strstr(err.message, "could not be read"));
+	assert_int_equal(objstore_head(c->st, "rt/stream-failed", NULL, NULL, &err), -ENOENT);
 }
 
 static void test_roundtrip_small(void **state)
@@ -630,6 +684,7 @@ static void test_open_errors(void **state)
 #define BACKEND_TESTS(setup, teardown)                                                             \
 	cmocka_unit_test_setup_teardown(test_roundtrip_small, setup, teardown),                    \
 	    cmocka_unit_test_setup_teardown(test_roundtrip_multipart, setup, teardown),            \
+	    cmocka_unit_test_setup_teardown(test_roundtrip_stream, setup, teardown),               \
 	    cmocka_unit_test_setup_teardown(test_range, setup, teardown),                          \
 	    cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),                     \
 	    cmocka_unit_test_setup_teardown(test_list_order, setup, teardown),                     \
