@@ -26,7 +26,6 @@ enum job_kind { JOB_COPY, JOB_SCRUB };
 #define MAX_THREADS     64
 #define VSET_BUCKETS    65536
 #define FAILING_ATTEMPT 3
-#define RATE_RING       512
 #define RATE_WINDOW_S   10
 
 struct want {
@@ -61,10 +60,9 @@ struct rule_stats {
 	double tokens;
 	int64_t refill_ns;
 	uint64_t copied_bytes, copied_objects, failures;
-	/* Recent completions, for the throughput over the last RATE_WINDOW_S. */
-	int64_t done_ns[RATE_RING];
-	uint64_t done_bytes[RATE_RING];
-	unsigned done_next;
+	/* Bytes copied per second over the last RATE_WINDOW_S seconds. */
+	int64_t sec_of[RATE_WINDOW_S];
+	uint64_t sec_bytes[RATE_WINDOW_S];
 	char last_error[400];
 	struct metric *m_pending, *m_pending_bytes, *m_verified, *m_lag, *m_copied, *m_failures;
 	struct rule_stats *next;
@@ -250,6 +248,7 @@ static const char *const schema =
     " superseded_ns INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
     " UNIQUE (src, key, etag, dst));"
     "CREATE INDEX IF NOT EXISTS replicas_state ON replicas (state, next_ns);"
+    "CREATE INDEX IF NOT EXISTS replicas_queue ON replicas (state, queued_ns, id);"
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);";
 
 static int db_exec(struct replication *r, const char *sql)
@@ -685,9 +684,13 @@ static void finish_copy(struct replication *r, const struct job *j, int rc, cons
 		if (rc == 0) {
 			rs->copied_bytes += size;
 			rs->copied_objects++;
-			rs->done_ns[rs->done_next] = now_ns();
-			rs->done_bytes[rs->done_next] = size;
-			rs->done_next = (rs->done_next + 1) % RATE_RING;
+			int64_t sec = now_ns() / 1000000000;
+			unsigned slot = (unsigned)(sec % RATE_WINDOW_S);
+			if (rs->sec_of[slot] != sec) {
+				rs->sec_of[slot] = sec;
+				rs->sec_bytes[slot] = 0;
+			}
+			rs->sec_bytes[slot] += size;
 			metric_add(rs->m_copied, (double)size);
 		} else {
 			rs->failures++;
@@ -1131,10 +1134,11 @@ static double rule_rate(const struct rule_stats *s, int64_t t)
 {
 	if (s == NULL)
 		return 0;
+	int64_t sec = t / 1000000000;
 	uint64_t bytes = 0;
-	for (unsigned i = 0; i < RATE_RING; i++)
-		if (s->done_ns[i] != 0 && t - s->done_ns[i] <= (int64_t)RATE_WINDOW_S * 1000000000)
-			bytes += s->done_bytes[i];
+	for (unsigned i = 0; i < RATE_WINDOW_S; i++)
+		if (s->sec_of[i] > sec - RATE_WINDOW_S && s->sec_of[i] <= sec)
+			bytes += s->sec_bytes[i];
 	return (double)bytes / RATE_WINDOW_S;
 }
 
