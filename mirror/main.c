@@ -84,6 +84,13 @@ const struct config_option mirror_config_table[] = {
      "Longest back-off between attempts at a failing copy", NULL},
     {"replication.threads", CONFIG_UINT, OPT(replication_threads), 1, 64, "16",
      "Copier threads (each rule's concurrency limits its own share)", NULL},
+    {"replication.gc_max_delete_count", CONFIG_UINT, OPT(replication_gc_max_count), 1, 100000000,
+     "10000", "The breaker: more replicas due for deletion at once wait for mp gc --confirm", NULL},
+    {"replication.gc_max_delete_permille", CONFIG_UINT, OPT(replication_gc_max_permille), 1, 1000,
+     "100",
+     "The breaker: more than this share (per mille) of the site's replicas due at once "
+     "waits for mp gc --confirm",
+     NULL},
     {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
      log_levels},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL},

@@ -233,6 +233,8 @@ static int start_replication(struct mirror *m)
 	    .scrub_interval_ms = m->cfg.replication_scrub_ms,
 	    .retry_max_ms = m->cfg.replication_retry_max_ms,
 	    .threads = (unsigned)m->cfg.replication_threads,
+	    .gc_max_delete_count = m->cfg.replication_gc_max_count,
+	    .gc_max_delete_ratio = (double)m->cfg.replication_gc_max_permille / 1000.0,
 	};
 	char err[600];
 	int r = replication_new(&rc, m->metrics, &m->repl, err, sizeof(err));
@@ -247,8 +249,21 @@ static int start_replication(struct mirror *m)
 /* Takes up the namespace's policy record when it changed: a policy that
  * does not parse here (checked at the primary; a newer primary may know
  * more) is logged and the previous one stays in force. */
+/* mp gc --confirm writes the namespace's gc-confirm record: every site
+ * whose breaker holds a deletion lets it go, once. */
+static void follow_gc_confirm(struct mirror *m)
+{
+	struct node_rec rec;
+	if (namespace_lookup(m->ns, 0, "gc-confirm", 10, &rec) < 0 ||
+	    rec.ctime <= m->gc_confirm_seen)
+		return;
+	m->gc_confirm_seen = rec.ctime;
+	replication_gc_confirm(m->repl);
+}
+
 static void follow_policy(struct mirror *m, bool sweep)
 {
+	follow_gc_confirm(m);
 	if (m->repl_failed_ns != 0 && mirror_now_ns() - m->repl_failed_ns < 10 * 1000000000LL)
 		return;
 	struct node_rec rec;
@@ -860,6 +875,10 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	    access(repl_db, F_OK) == 0)
 		start_replication(m);
 	free(repl_db);
+	/* A confirmation already in the replica was for an earlier hold. */
+	struct node_rec confirm;
+	m->gc_confirm_seen =
+	    namespace_lookup(m->ns, 0, "gc-confirm", 10, &confirm) == 0 ? confirm.ctime : 1;
 	if (m->ready)
 		follow_policy(m, true);
 

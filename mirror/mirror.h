@@ -67,6 +67,8 @@ struct mirror_config {
 	uint64_t replication_scrub_ms;
 	uint64_t replication_retry_max_ms;
 	uint64_t replication_threads;
+	uint64_t replication_gc_max_count;
+	uint64_t replication_gc_max_permille;
 };
 
 extern const struct config_option mirror_config_table[];
@@ -130,7 +132,8 @@ struct mirror {
 	int64_t policy_ctime;
 	uint64_t policy_hash[2];
 	struct replication *repl;
-	int64_t repl_failed_ns; /* when starting it last failed (retried after 10 s) */
+	int64_t repl_failed_ns;   /* when starting it last failed (retried after 10 s) */
+	int64_t gc_confirm_seen;  /* ctime of the gc-confirm record acted on */
 	struct site_table *sites; /* reports of the sites cascaded behind this one */
 	uint8_t *secret;
 	size_t secret_len;

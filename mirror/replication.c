@@ -89,11 +89,13 @@ struct replication {
 	bool stopping, sweep_pending;
 	int64_t last_sweep_ns;
 	uint64_t scrub_mismatches, deleted;
+	uint64_t gc_held;  /* replicas the breaker keeps from deletion; 0 when not held */
+	bool gc_confirmed; /* an operator let the held pass go */
 	pthread_t planner, copiers[MAX_THREADS];
 	unsigned n_copiers;
 	struct metrics *metrics;
 	struct metric *f_pending, *f_pending_bytes, *f_verified, *f_lag, *f_copied, *f_failures;
-	struct metric *m_scrub_mismatches, *m_deleted;
+	struct metric *m_scrub_mismatches, *m_deleted, *m_gc_held;
 };
 
 static int64_t now_ns(void)
@@ -860,10 +862,82 @@ static void schedule(struct replication *r)
 
 /* Replicas superseded longer ago than their rule's keep leave the site
  * bucket: first from the reads, then from the bucket, then from the table. */
+static uint64_t count_rows(struct replication *r, const char *sql, int64_t t)
+{
+	uint64_t n = 0;
+	sqlite3_stmt *st = db_prepare(r, sql);
+	if (st != NULL) {
+		if (sqlite3_bind_parameter_count(st) > 0)
+			sqlite3_bind_int64(st, 1, t);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			n = (uint64_t)sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
+/* The breaker: a collection that would delete more than gc_max_delete_count
+ * replicas, or more than gc_max_delete_ratio of what the site holds, waits
+ * for an operator's confirmation (mp gc --confirm) and says so. Under
+ * db_lock. Returns whether collecting may go on. */
+static bool collect_allowed(struct replication *r, int64_t t)
+{
+	uint64_t due = count_rows(r,
+	                          "SELECT count(*) FROM replicas WHERE state = 2 AND"
+	                          " superseded_ns + keep_ms * 1000000 <= ?",
+	                          t);
+	pthread_mutex_lock(&r->lock);
+	bool allowed = true;
+	if (due == 0) {
+		r->gc_confirmed = false; /* a confirmation covers one pass */
+		r->gc_held = 0;
+	} else if (!r->gc_confirmed) {
+		uint64_t held =
+		    count_rows(r, "SELECT count(*) FROM replicas WHERE state IN (1, 2)", 0);
+		bool too_many =
+		    due > r->cfg.gc_max_delete_count ||
+		    (due > 10 && (double)due > r->cfg.gc_max_delete_ratio * (double)held);
+		if (too_many) {
+			if (r->gc_held == 0)
+				log_warn(
+				    "replication: %" PRIu64 " of the site's %" PRIu64
+				    " replicas are due for deletion, more than the breaker allows "
+				    "(replication.gc_max_delete_count %" PRIu64
+				    ", gc_max_delete_ratio %.2f): nothing is deleted until an "
+				    "operator confirms with mp gc --confirm",
+				    due, held, r->cfg.gc_max_delete_count,
+				    r->cfg.gc_max_delete_ratio);
+			r->gc_held = due;
+			allowed = false;
+		} else {
+			r->gc_held = 0;
+		}
+	}
+	metric_set(r->m_gc_held, (double)r->gc_held);
+	pthread_mutex_unlock(&r->lock);
+	return allowed;
+}
+
+void replication_gc_confirm(struct replication *r)
+{
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (r->gc_held > 0)
+		log_info("replication: deletion of %" PRIu64 " replicas confirmed", r->gc_held);
+	r->gc_confirmed = true;
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void collect(struct replication *r)
 {
 	int64_t t = now_ns();
 	pthread_mutex_lock(&r->db_lock);
+	if (!collect_allowed(r, t)) {
+		pthread_mutex_unlock(&r->db_lock);
+		return;
+	}
 	sqlite3_stmt *st =
 	    db_prepare(r, "SELECT id, src, key, etag, dst, rule, attempts, md5, size FROM replicas"
 	                  " WHERE state = 2 AND superseded_ns + keep_ms * 1000000 <= ? LIMIT 256");
@@ -1245,6 +1319,8 @@ void replication_write_status(struct replication *r, struct json_writer *w)
 	json_uint(w, r->scrub_mismatches);
 	json_key(w, "deleted");
 	json_uint(w, r->deleted);
+	json_key(w, "gc_held");
+	json_uint(w, r->gc_held);
 	pthread_mutex_unlock(&r->lock);
 	json_end_object(w);
 }
@@ -1420,6 +1496,8 @@ int replication_new(const struct replication_config *cfg, struct metrics *metric
 	                    "Replicas found changed or missing by a scrub (copied again)");
 	r->m_deleted = metrics_counter(metrics, "mp_mirror_replication_deleted_total",
 	                               "Replicas deleted after their rule's keep");
+	r->m_gc_held = metrics_gauge(metrics, "mp_mirror_replication_gc_held",
+	                             "Replicas due for deletion that the breaker holds back");
 	mp_error e = {0};
 	int rc = -ENOMEM;
 	if (r->site == NULL || r->data_dir == NULL || r->vset == NULL || r->in_flight == NULL)

@@ -39,6 +39,8 @@ struct replication_config {
 	uint64_t scrub_interval_ms; /* 0: no scrubbing */
 	uint64_t retry_max_ms;
 	unsigned threads; /* copiers; each rule's concurrency caps its own */
+	uint64_t gc_max_delete_count;
+	double gc_max_delete_ratio;
 };
 
 /* Opens the state in data_dir and starts the threads. Returns 0 or a
@@ -48,6 +50,10 @@ int replication_new(const struct replication_config *cfg, struct metrics *metric
 /* Stops the threads (the copy in flight is abandoned and redone at the next
  * start) and frees everything. NULL-safe. */
 void replication_free(struct replication *r);
+
+/* An operator confirmed a held deletion (the namespace's gc-confirm
+ * record changed): the breaker lets the pass due now go. */
+void replication_gc_confirm(struct replication *r);
 
 /* The origin URL the upstream announced, for extents in the origin alias. */
 void replication_set_origin(struct replication *r, const char *alias, const char *url);
