@@ -71,7 +71,11 @@ struct waiter {
 	struct waiter *next;
 	struct cachenode *node;
 	struct event_base *base; /* c's loop */
-	struct conn *c;          /* referenced (on its loop) */
+	struct conn *c;          /* referenced (on its loop); NULL for a warm */
+	/* A warm (no reader): called on base with 1 (filled) or a negative
+	 * errno, instead of an answer on c. */
+	void (*done)(void *arg, int result, const char *why);
+	void *done_arg;
 	uint64_t id;
 	struct block_request req;
 	/* The fill's outcome, copied for the answer on c's loop. */
@@ -121,10 +125,19 @@ static void inflight_remove(struct cachenode *n, struct fill *f)
 		}
 }
 
-static void request_fill(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
-                         const struct block_request *req, struct block_id bid, bool recheck_store)
+/* A waiter that cannot be queued: its answer now. */
+static void refuse(struct waiter *w, struct conn *c, uint64_t id, int code, const char *why)
 {
-	struct waiter *w = calloc(1, sizeof(*w));
+	if (c != NULL)
+		conn_send_error(c, id, code, "%s", why);
+	else
+		w->done(w->done_arg, code, why);
+}
+
+static void request_fill(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                         const struct block_request *req, struct block_id bid, bool recheck_store,
+                         struct waiter *w)
+{
 	if (w == NULL) {
 		conn_send_error(c, id, -ENOMEM, "out of memory");
 		return;
@@ -136,7 +149,8 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 	w->req = *req;
 	w->req.grant = NULL; /* points into a frame that is about to go */
 	w->req.grant_len = 0;
-	conn_ref(c);
+	if (c != NULL)
+		conn_ref(c);
 	pthread_mutex_lock(&n->queue_lock);
 	struct fill *f = inflight_find(n, bid);
 	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0) {
@@ -147,9 +161,15 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 		char source[16];
 		snprintf(source, sizeof(source), "%s", f->source);
 		pthread_mutex_unlock(&n->queue_lock);
+		metric_add(n->m_waits, 1);
+		if (c == NULL) {
+			bytes_unref(b);
+			w->done(w->done_arg, 1, "");
+			free(w);
+			return;
+		}
 		conn_unref(c);
 		free(w);
-		metric_add(n->m_waits, 1);
 		serve_from_memory(c, id, req, source, b->data, block_off, bytes_unref, b);
 		return;
 	}
@@ -165,22 +185,29 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 	 * before it leaves, so under the lock the store tells. */
 	if (f == NULL && recheck_store && blockstore_has(n->store, bid)) {
 		pthread_mutex_unlock(&n->queue_lock);
+		if (c == NULL) {
+			w->done(w->done_arg, 0, "");
+			free(w);
+			return;
+		}
 		conn_unref(c);
-		free(w);
 		if (serve_from_store(n, c, id, req, "hit")) {
+			free(w);
 			metric_add(n->m_waits, 1);
 			return;
 		}
 		/* Evicted meanwhile, or stored shorter: fill it after all. */
-		request_fill(n, base, c, id, req, bid, false);
+		memset(w, 0, sizeof(*w));
+		request_fill(n, base, c, id, req, bid, false, w);
 		return;
 	}
 	f = calloc(1, sizeof(*f));
 	if (f == NULL) {
 		pthread_mutex_unlock(&n->queue_lock);
-		conn_unref(c);
+		if (c != NULL)
+			conn_unref(c);
+		refuse(w, c, id, -ENOMEM, "out of memory");
 		free(w);
-		conn_send_error(c, id, -ENOMEM, "out of memory");
 		return;
 	}
 	f->bid = bid;
@@ -206,7 +233,20 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
                   const struct block_request *req, struct block_id bid)
 {
-	request_fill(n, base, c, id, req, bid, true);
+	request_fill(n, base, c, id, req, bid, true, calloc(1, sizeof(struct waiter)));
+}
+
+void fill_warm(struct cachenode *n, struct event_base *base, const struct block_request *req,
+               struct block_id bid, void (*done)(void *arg, int result, const char *why), void *arg)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		done(arg, -ENOMEM, "out of memory");
+		return;
+	}
+	w->done = done;
+	w->done_arg = arg;
+	request_fill(n, base, NULL, 0, req, bid, true, w);
 }
 
 /* ---- fetching, on a fetcher thread ---- */
@@ -423,6 +463,13 @@ static void *fetcher_main(void *arg)
 static void answer_waiter(evutil_socket_t fd, short what, void *arg)
 {
 	struct waiter *w = arg;
+	if (w->done != NULL) {
+		if (w->bytes != NULL)
+			bytes_unref(w->bytes);
+		w->done(w->done_arg, w->result < 0 ? w->result : 1, w->why);
+		free(w);
+		return;
+	}
 	if (conn_alive(w->c) && w->result < 0)
 		conn_send_error(w->c, w->id, w->result == -ENOENT ? -ENOENT : -EIO, "%s", w->why);
 	else if (conn_alive(w->c))
@@ -503,7 +550,8 @@ static void drop_fill(struct fill *f)
 {
 	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
 		next = w->next;
-		conn_unref(w->c);
+		if (w->c != NULL)
+			conn_unref(w->c);
 		free(w);
 	}
 	free(f);
