@@ -84,6 +84,8 @@ const struct config_option mirror_config_table[] = {
      "Longest back-off between attempts at a failing copy", NULL},
     {"replication.threads", CONFIG_UINT, OPT(replication_threads), 1, 64, "16",
      "Copier threads (each rule's concurrency limits its own share)", NULL},
+    {"warmup.clock_scale", CONFIG_UINT, OPT(warmup_clock_scale), 1, 3600, "1",
+     "Seconds of warmup schedule time per second (tests shorten the clock with it)", NULL},
     {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
      log_levels},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL},

@@ -24,6 +24,8 @@ void members_list(struct members *ms, struct conn *c, uint64_t id, const char *s
 /* Drops nodes not heard from in time. */
 void members_expire(struct members *ms);
 size_t members_count(const struct members *ms);
+/* Copies up to cap members into out; returns how many. */
+size_t members_snapshot(const struct members *ms, struct cache_member *out, size_t cap);
 void members_write_status(struct members *ms, struct json_writer *w);
 
 #endif

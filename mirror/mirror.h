@@ -28,6 +28,7 @@
 #include "server.h"
 #include "stream.h"
 #include "upstream.h"
+#include "warmup.h"
 
 struct mirror_config {
 	char *site;
@@ -66,6 +67,7 @@ struct mirror_config {
 	uint64_t replication_scrub_ms;
 	uint64_t replication_retry_max_ms;
 	uint64_t replication_threads;
+	uint64_t warmup_clock_scale;
 };
 
 extern const struct config_option mirror_config_table[];
@@ -129,6 +131,7 @@ struct mirror {
 	int64_t policy_ctime;
 	uint64_t policy_hash[2];
 	struct replication *repl;
+	struct warmup *warm; /* warmup pipelines (warmup.c) */
 	uint8_t *secret;
 	size_t secret_len;
 	SSL_CTX *tls, *upstream_tls;
