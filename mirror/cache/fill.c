@@ -153,8 +153,9 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 		conn_ref(c);
 	pthread_mutex_lock(&n->queue_lock);
 	struct fill *f = inflight_find(n, bid);
-	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0) {
-		/* Fetched and being stored: the bytes are here. */
+	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0 && c != NULL) {
+		/* Fetched and being stored: the bytes are here. (A warm
+		 * waits below for the store.) */
 		struct block_bytes *b = f->bytes;
 		atomic_fetch_add(&b->refs, 1);
 		uint64_t block_off = f->block_off;
@@ -162,12 +163,6 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 		snprintf(source, sizeof(source), "%s", f->source);
 		pthread_mutex_unlock(&n->queue_lock);
 		metric_add(n->m_waits, 1);
-		if (c == NULL) {
-			bytes_unref(b);
-			w->done(w->done_arg, 1, "");
-			free(w);
-			return;
-		}
 		conn_unref(c);
 		free(w);
 		serve_from_memory(c, id, req, source, b->data, block_off, bytes_unref, b);
@@ -430,19 +425,34 @@ static void *fetcher_main(void *arg)
 		 * as it is here. It stays in flight while it is stored, so a
 		 * reader meanwhile is answered from memory, not fetched again. */
 		pthread_mutex_lock(&n->queue_lock);
-		struct waiter *waiting = f->waiters;
+		struct waiter *waiting = f->waiters, *warms = NULL, **rest = &waiting;
 		f->waiters = NULL;
 		f->answered = true;
 		pthread_mutex_unlock(&n->queue_lock);
+		/* Warms are answered once the block is stored: "filled" means
+		 * on disk, where the next reader finds it. */
+		while (*rest != NULL) {
+			struct waiter *w = *rest;
+			if (w->done != NULL) {
+				*rest = w->next;
+				w->next = warms;
+				warms = w;
+			} else {
+				rest = &w->next;
+			}
+		}
 		finish(n, f, waiting);
+		int stored = 0;
 		if (f->result == 0) {
 			int s = blockstore_put(n->store, f->bid, f->bytes->data,
 			                       (uint32_t)f->block_len);
 			/* The readers had the bytes; the next one fills again. */
-			if (s < 0)
+			if (s < 0) {
 				log_warn("block %llu of %s/%s not stored: %s",
 				         (unsigned long long)(f->block_off / n->block_size),
 				         f->req.bucket, f->req.key, strerror(-s));
+				stored = s;
+			}
 		}
 		pthread_mutex_lock(&n->queue_lock);
 		atomic_fetch_sub(&n->fills_active, 1);
@@ -450,6 +460,19 @@ static void *fetcher_main(void *arg)
 		waiting = f->waiters; /* joined while it was stored */
 		f->waiters = NULL;
 		pthread_mutex_unlock(&n->queue_lock);
+		if (stored < 0 && warms != NULL) {
+			/* Readers had the bytes; a warm did not get a block. */
+			int result = f->result;
+			char why[sizeof(f->why)];
+			memcpy(why, f->why, sizeof(why));
+			f->result = stored;
+			snprintf(f->why, sizeof(f->why), "block not stored: %s", strerror(-stored));
+			finish(n, f, warms);
+			f->result = result;
+			memcpy(f->why, why, sizeof(why));
+		} else {
+			finish(n, f, warms);
+		}
 		finish(n, f, waiting);
 		release_fill(n, f);
 		pthread_mutex_lock(&n->queue_lock);

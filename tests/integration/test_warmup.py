@@ -115,5 +115,76 @@ def test_adhoc_check_wait_evict(tmp):
     stop_all(caches, m, p)
 
 
+ON_CHANGE = """version: 1
+warmup:
+  - name: model
+    paths: ["/models/m/**"]
+    sites: ["*"]
+    trigger: on-change
+    evict_previous: true
+    concurrency: 8
+    deadline: 5m
+"""
+
+
+def put_version(tmp, cli, seed, n=16, size=5 * MiB + 17):
+    """n files of a model version put at once into /models/m (one mp put):
+    {path: (sha256, size)}."""
+    src = os.path.join(tmp, "v%d" % seed)
+    os.makedirs(src)
+    out = {}
+    for i in range(n):
+        name = "part-%02d.bin" % i
+        out["/models/m/" + name] = (write_random(os.path.join(src, name), size, seed * 100 + i),
+                                    size)
+    cli.run("mkdir", "-p", "/models/m")
+    cli.run("put", *[os.path.join(src, "part-%02d.bin" % i) for i in range(n)], "/models/m")
+    return out
+
+
+def test_on_change_evict_previous(tmp):
+    """A 16-file model version committed at the primary is warmed at the
+    site at once (on-change); when `mp warmup wait` returns a reader gets
+    only hits; the next version replaces it and the previous version's
+    blocks are gone from the group."""
+    p, m, caches, cli = warm_site(tmp, 2)
+    cli.run("policy", "apply", policy_file(tmp, ON_CHANGE))
+    v1 = put_version(tmp, cli, 1)
+    cli.run("warmup", "wait", "/models/m", "--timeout", "60s")
+    old = [b for path in v1 for b in blocks_of(cli, path)]
+    mp.wait_until(lambda: held(caches) == len(old), timeout=30,
+                  what="the group holding v1's %d blocks" % len(old))
+
+    v2 = put_version(tmp, cli, 2)
+    t0 = time.monotonic()
+    r = cli.run("warmup", "wait", "/models/m", "--timeout", "60s")
+    assert "every block" in r.text, r
+    new = [b for path in v2 for b in blocks_of(cli, path)]
+    c0 = Counters(caches)
+    for path, (want, size) in sorted(v2.items()):
+        cat_ok(cli, path, want, size)
+    d = Counters(caches) - c0
+    assert d["misses"] == 0 and d["hits"] == len(new) and d["bucket"] == 0, \
+        "a reader after warmup wait: %r" % d
+    # v1's blocks go once v2's are warm.
+    mp.wait_until(lambda: held(caches) == len(new), timeout=30,
+                  what="only v2's %d blocks in the group (%d)" % (len(new), held(caches)))
+    if HRW.available:
+        names = set()
+        for x in caches:
+            names |= set(block_files(x))
+        gone = [b for b in old if HRW.file_name_prefix(HRW.block_id(*b[:4])) in names]
+        assert not gone, "v1 blocks still cached: %r" % gone[:3]
+    print("v2 warm %.1f s after its commit" % (time.monotonic() - t0))
+    st = runs(cli, "model")
+    assert st and all(x["state"] == "done" and x["trigger"] == "on-change" for x in st), st
+    assert sum(x["evicted_blocks"] for x in st) >= len(old), st
+    ms = m.metrics()
+    assert ms.get('mp_mirror_warmup_files_total{pipeline="model"}', 0) == 32, \
+        {k: v for k, v in ms.items() if "warmup" in k}
+    assert ms.get('mp_mirror_warmup_commit_to_warm_seconds{pipeline="model"}', 0) > 0
+    stop_all(caches, m, p)
+
+
 if __name__ == "__main__":
     mp.main(globals())
