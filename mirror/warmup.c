@@ -20,7 +20,7 @@
 #include "warmup.h"
 
 #define RUNS_KEPT        64 /* finished runs shown in status */
-#define BATCH_BLOCKS     32 /* blocks per CACHE_WARM */
+#define BATCH_BLOCKS     16 /* blocks per CACHE_WARM */
 #define HELPERS_MAX      16
 #define PASSES_MAX       6 /* warm passes before a run with failing blocks fails */
 #define PATHS_MAX        64
@@ -502,6 +502,7 @@ struct exec {
 	uint64_t missing, failed;
 	char first_error[400];
 	int64_t pace_next_ns;
+	int64_t deadline_ns; /* 0: none */
 };
 
 static struct block_request block_req(struct exec *x, const struct wblock *b, char *grant)
@@ -661,9 +662,19 @@ static void send_batch(struct exec *x, struct chan_slot *slots, struct wbatch *b
 	struct channel *ch = chan_get(x, slots, bt->node, &err);
 	struct reply rep;
 	bool sent;
-	int r = ch == NULL ? -EHOSTUNREACH
-	                   : channel_call(ch, &b, NULL, w->cfg.timeout_ms, &rep, &sent, &err);
+	/* An answer is not awaited past the run's deadline. */
+	uint64_t timeout = w->cfg.timeout_ms;
+	if (x->deadline_ns > 0) {
+		int64_t left = (x->deadline_ns - wall_ns()) / 1000000 + 100;
+		timeout = left < 100 ? 100 : (uint64_t)left < timeout ? (uint64_t)left : timeout;
+	}
+	int r = ch == NULL ? -EHOSTUNREACH : channel_call(ch, &b, NULL, timeout, &rep, &sent, &err);
 	request_destroy(&b);
+	if (r < 0 && x->deadline_ns > 0 && wall_ns() >= x->deadline_ns) {
+		if (ch != NULL)
+			chan_drop(slots, ch);
+		return; /* the node is not to blame */
+	}
 	if (r < 0) {
 		if (ch != NULL)
 			chan_drop(slots, ch);
@@ -742,7 +753,7 @@ static void *helper_main(void *arg)
 			else
 				x->missing += cand->n;
 		}
-		bool stop = x->w->stopping;
+		bool stop = x->w->stopping || (x->deadline_ns > 0 && wall_ns() >= x->deadline_ns);
 		pthread_mutex_unlock(&x->lock);
 		if (bt == NULL || stop)
 			break;
@@ -1034,6 +1045,7 @@ static void run_execute(struct warmup *w, struct wrun *run)
 	pthread_mutex_init(&x->lock, NULL);
 	int64_t deadline_ns =
 	    run->deadline_ms ? run->created_ns + (int64_t)run->deadline_ms * 1000000 : 0;
+	x->deadline_ns = deadline_ns;
 	metric_set(metric_child(w->m_state, run->pipeline), 1);
 	char error[600] = "";
 	enum run_state outcome = RUN_FAILED;

@@ -186,5 +186,132 @@ def test_on_change_evict_previous(tmp):
     stop_all(caches, m, p)
 
 
+def test_schedule_fires(tmp):
+    """A per-minute schedule fires through the cron path with the mirror's
+    clock shortened 60 times (warmup.clock_scale): a run per firing warms
+    the files under the paths; a run still going is not doubled."""
+    p, m, caches, cli = warm_site(tmp, 2, mirror_config={"warmup": {"clock_scale": 60}})
+    want = put_random(tmp, cli, "/sched/a.bin", 6 * MiB, seed=3)
+    cli.run("policy", "apply", policy_file(tmp, """version: 1
+warmup:
+  - name: every-minute
+    paths: ["/sched/**"]
+    sites: [a]
+    trigger: schedule
+    schedule: "* * * * *"
+"""))
+    m.wait_log("warmup every-minute: schedule '* * * * *' fires", timeout=30)
+    mp.wait_until(lambda: any(x["state"] == "done" for x in runs(cli, "every-minute")),
+                  timeout=30, what="a scheduled run done")
+    st = runs(cli, "every-minute")
+    assert all(x["trigger"] == "schedule" for x in st), st
+    cli.run("warmup", "wait", "/sched", "--timeout", "10s")
+    c0 = Counters(caches)
+    cat_ok(cli, "/sched/a.bin", want, 6 * MiB)
+    d = Counters(caches) - c0
+    assert d["misses"] == 0 and d["hits"] == 2, d
+    # It keeps firing: a minute of schedule is a second here.
+    n = len(st)
+    mp.wait_until(lambda: len(runs(cli, "every-minute")) >= n + 2, timeout=30,
+                  what="two more scheduled runs")
+    r = cli.run("warmup", "status")
+    assert "every-minute" in r.text and "schedule" in r.text, r
+    stop_all(caches, m, p)
+
+
+SLOW = ["cache.fetch_rate=12MiB", "cache.fetch_concurrency=2"]
+
+
+def test_kill_node_mid_run(tmp):
+    """kill -9 one of three nodes while a run is filling: the run completes
+    on the other two (the dead node's share moves to the next owners) and
+    every block is cached where readers look."""
+    p, m, caches, cli = warm_site(tmp, 3, cache_options=SLOW)
+    size = 64 * MiB
+    want = put_random(tmp, cli, "/big.bin", size, seed=5)
+    run = cli.json("warmup", "--background", "/big.bin")
+    assert run["state"] in ("queued", "running"), run
+    mp.wait_until(lambda: runs(cli)[0]["blocks_done"] >= 2, timeout=30,
+                  what="the run under way")
+    assert runs(cli)[0]["state"] == "running", runs(cli)
+    caches[0].kill9()
+    mp.wait_until(lambda: runs(cli)[0]["state"] in ("done", "failed"), timeout=90,
+                  what="the run over")
+    st = runs(cli)[0]
+    assert st["state"] == "done" and st["blocks_done"] == 16 and st["files_done"] == 1, st
+    r = cli.run("warmup", "wait", "/big.bin", "--timeout", "20s")
+    assert "every block" in r.text, r
+    live = caches[1:]
+    assert held(live) >= 16 - 0, [c.status()["blocks"] for c in live]
+    c0 = Counters(live)
+    cat_ok(cli, "/big.bin", want, size)
+    d = Counters(live) - c0
+    assert d["misses"] == 0 and d["bucket"] == 0, d
+    stop_all(live, m, p)
+
+
+def test_restart_mirror_mid_run(tmp):
+    """kill -9 the mirror while a run is filling: after the restart the run
+    resumes from warmup.db and completes, and no block is fetched twice
+    (each node's bucket bytes add up to the file once)."""
+    p, m, caches, cli = warm_site(tmp, 2, cache_options=SLOW)
+    size = 64 * MiB
+    put_random(tmp, cli, "/big.bin", size, seed=6)
+    run = cli.json("warmup", "--background", "/big.bin")
+    mp.wait_until(lambda: runs(cli)[0]["blocks_done"] >= 4, timeout=30,
+                  what="the run under way")
+    m.kill9()
+    m.start()
+    m.wait_log("warmup adhoc: run %d at version" % run["run"], timeout=30)
+    assert "resumes" in m.log_since_start(), m.log_since_start()[-2000:]
+    mp.wait_until(lambda: runs(cli)[0]["state"] in ("done", "failed"), timeout=90,
+                  what="the resumed run over")
+    st = runs(cli)[0]
+    assert st["run"] == run["run"] and st["state"] == "done", st
+    cli.run("warmup", "wait", "/big.bin", "--timeout", "20s")
+    c = Counters(caches)
+    fetched = sum(x["bucket"] for x in c.per)
+    assert fetched == size and sum(x["fills"] for x in c.per) == 16, \
+        "blocks fetched again after the restart: %r" % c.per
+    stop_all(caches, m, p)
+
+
+def test_deadline_and_invalid_pipeline(tmp):
+    """A run that cannot be warm by its deadline is failed, with the number
+    of blocks missing; an invalid pipeline is refused with FILE:LINE:COL and
+    the policy in force does not change."""
+    p, m, caches, cli = warm_site(tmp, 1, cache_options=["cache.fetch_rate=4MiB",
+                                                         "cache.fetch_concurrency=1"])
+    put_random(tmp, cli, "/slow/x.bin", 40 * MiB, seed=7)
+    good = policy_file(tmp, """version: 1
+warmup:
+  - name: hurry
+    paths: ["/slow/**"]
+    sites: ["*"]
+    trigger: on-change
+    deadline: 2s
+""")
+    cli.run("policy", "apply", good)
+    r = cli.run("warmup", "run", "hurry", expect=1)
+    assert "failed" in r.err and "deadline passed" in r.err and "blocks missing" in r.err, r
+    st = runs(cli, "hurry")[0]
+    assert st["state"] == "failed" and st["blocks_done"] < st["blocks"], st
+    assert m.metrics().get('mp_mirror_warmup_state{pipeline="hurry"}') == 3
+    before = cli.json("policy", "show")
+    bad = policy_file(tmp, """version: 1
+warmup:
+  - name: broken
+    paths: ["/slow/**"]
+    sites: ["*"]
+    trigger: sometimes
+""", name="bad.yaml")
+    r = cli.run("policy", "apply", bad, expect=1)
+    assert "bad.yaml:6:" in r.err and "trigger" in r.err, r
+    assert cli.json("policy", "show") == before
+    r = cli.run("warmup", "run", "broken", expect=1)
+    assert "no warmup pipeline 'broken'" in r.err, r
+    stop_all(caches, m, p)
+
+
 if __name__ == "__main__":
     mp.main(globals())
