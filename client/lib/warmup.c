@@ -334,6 +334,45 @@ static int ask_has(mp_client *c, struct server_entry *s, struct cblock **list, s
 	return r;
 }
 
+/* A symlink's target as an absolute, normalized path (malloc'd), the link
+ * being at link: relative targets are relative to the link's directory. */
+static char *link_target(const char *link, const char *target)
+{
+	size_t cap = strlen(link) + strlen(target) + 3;
+	char *raw = malloc(cap), *out = malloc(cap);
+	if (raw == NULL || out == NULL) {
+		free(raw);
+		free(out);
+		return NULL;
+	}
+	if (target[0] == '/')
+		snprintf(raw, cap, "%s", target);
+	else
+		snprintf(raw, cap, "%s/../%s", link, target);
+	size_t len = 0;
+	out[0] = '\0';
+	for (char *save = NULL, *c = strtok_r(raw, "/", &save); c != NULL;
+	     c = strtok_r(NULL, "/", &save)) {
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0) {
+			while (len > 0 && out[len - 1] != '/')
+				len--;
+			if (len > 0)
+				len--;
+			out[len] = '\0';
+			continue;
+		}
+		out[len++] = '/';
+		strcpy(out + len, c);
+		len += strlen(c);
+	}
+	if (len == 0)
+		strcpy(out, "/");
+	free(raw);
+	return out;
+}
+
 MP_EXPORT int mp_warmup_check(mp_client *c, const char *path, mp_warmup_cached *ret, mp_error *err)
 {
 	if (path == NULL || path[0] != '/')
@@ -347,13 +386,30 @@ MP_EXPORT int mp_warmup_check(mp_client *c, const char *path, mp_warmup_cached *
 	mp_node top;
 	mp_call call = {0};
 	int r = mp_stat(c, path, &call, &top, err);
-	if (r < 0)
+	/* PATH may be a link to a release ("current"): what it points at. */
+	char *at = NULL;
+	for (int hops = 0; r == 0 && top.type == MP_TYPE_SYMLINK; hops++) {
+		char *next = link_target(at ? at : path, top.target);
+		mp_node_clear(&top);
+		free(at);
+		at = next;
+		if (at == NULL || hops >= 8) {
+			r = mperr(err, at ? -ELOOP : -ENOMEM, "%s: %s", path,
+			          at ? "too many symlinks" : "out of memory");
+			break;
+		}
+		r = mp_stat(c, at, &call, &top, err);
+	}
+	if (r < 0) {
+		free(at);
 		return r;
+	}
+	const char *real = at ? at : path;
 	res.version = call.version;
 	if (top.type == MP_TYPE_FILE) {
 		r = keep_file(&k, &top, path);
 	} else if (top.type == MP_TYPE_DIR) {
-		char *d = strdup(path);
+		char *d = strdup(real);
 		r = d ? 0 : -ENOMEM;
 		if (d != NULL) {
 			k.dirs = malloc(16 * sizeof(*k.dirs));
@@ -374,6 +430,7 @@ MP_EXPORT int mp_warmup_check(mp_client *c, const char *path, mp_warmup_cached *
 		}
 	}
 	mp_node_clear(&top);
+	free(at);
 	if (r < 0) {
 		check_free(&k);
 		return r == -ENOMEM ? mperr(err, r, "out of memory") : r;

@@ -186,6 +186,38 @@ def test_on_change_evict_previous(tmp):
     stop_all(caches, m, p)
 
 
+def test_symlink_switch(tmp):
+    """A pipeline on /serve/current/** where "current" is a link switched to
+    each release: switching it warms the new release at once, and with
+    evict_previous the old release's blocks go; `mp warmup wait` on the
+    link waits for what it points at."""
+    p, m, caches, cli = warm_site(tmp, 2)
+    cli.run("policy", "apply", policy_file(tmp, ON_CHANGE.replace(
+        "/models/m/**", "/serve/current/**")))
+    r1 = {"/serve/r1/w%d" % i: put_random(tmp, cli, "/serve/r1/w%d" % i, 5 * MiB, seed=20 + i)
+          for i in range(2)}
+    cli.run("ln", "-s", "r1", "/serve/current")
+    cli.run("warmup", "wait", "/serve/current", "--timeout", "30s")
+    old = [b for path in r1 for b in blocks_of(cli, path)]
+    mp.wait_until(lambda: held(caches) == len(old), timeout=30, what="r1 warm")
+    r2 = {"/serve/r2/w%d" % i: put_random(tmp, cli, "/serve/r2/w%d" % i, 5 * MiB, seed=30 + i)
+          for i in range(2)}
+    assert check(cli, "/serve/current")["blocks_cached"] == len(old)
+    cli.run("rm", "/serve/current")
+    cli.run("ln", "-s", "/serve/r2", "/serve/current")
+    cli.run("warmup", "wait", "/serve/current", "--timeout", "30s")
+    new = [b for path in r2 for b in blocks_of(cli, path)]
+    mp.wait_until(lambda: held(caches) == len(new), timeout=30,
+                  what="only r2's blocks in the group (%d)" % held(caches))
+    c0 = Counters(caches)
+    for path, want in sorted(r2.items()):
+        cat_ok(cli, path, want, 5 * MiB)  # (mp cat does not follow links inside paths)
+    d = Counters(caches) - c0
+    assert d["misses"] == 0 and d["hits"] == len(new), d
+    assert check(cli, "/serve/r1")["blocks_cached"] == 0
+    stop_all(caches, m, p)
+
+
 def test_schedule_fires(tmp):
     """A per-minute schedule fires through the cron path with the mirror's
     clock shortened 60 times (warmup.clock_scale): a run per firing warms
