@@ -573,7 +573,9 @@ static void drop_fill(struct fill *f)
 {
 	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
 		next = w->next;
-		if (w->c != NULL)
+		if (w->done != NULL)
+			w->done(w->done_arg, -ECANCELED, "the cache node is stopping");
+		else
 			conn_unref(w->c);
 		free(w);
 	}
@@ -590,6 +592,12 @@ void fill_stop(struct cachenode *n)
 	pthread_mutex_unlock(&n->queue_lock);
 	for (size_t i = 0; i < n->nfetchers; i++)
 		pthread_join(n->fetchers[i], NULL);
+	/* Answers posted to the loops after they stopped (their waiters
+	 * hold connections, warm batches and block buffers): run them now,
+	 * on this thread, the loops' own being gone. */
+	for (size_t i = 0; i < n->nloops; i++)
+		if (n->loops[i].base != NULL)
+			event_base_loop(n->loops[i].base, EVLOOP_NONBLOCK);
 	struct fill *f;
 	while ((f = TAILQ_FIRST(&n->queue)) != NULL) {
 		TAILQ_REMOVE(&n->queue, f, link);
