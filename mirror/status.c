@@ -125,6 +125,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	members_write_status(m->members, &w);
 	json_key(&w, "replication");
 	replication_write_status(m->repl, &w);
+	json_key(&w, "warmup");
+	warmup_write_status(m->warm, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;

@@ -644,7 +644,7 @@ static void status(struct warmup *w, uint64_t version, struct conn *c, uint64_t 
 
 static bool is_glob(const char *s)
 {
-	return strpbrk(s, "*?[{") != NULL;
+	return strchr(s, '*') != NULL; /* the only glob syntax (glob.h) */
 }
 
 static void start(struct warmup *w, const struct namespace *ns, uint64_t version, struct conn *c,
@@ -670,6 +670,12 @@ static void start(struct warmup *w, const struct namespace *ns, uint64_t version
 	}
 	int r;
 	struct wrun *run = NULL;
+	if (name != NULL && conn_restricted(c)) {
+		conn_send_error(
+		    c, id, -EACCES,
+		    "WARMUP_START: running a pipeline takes a token for the whole tree");
+		return;
+	}
 	if (name != NULL) {
 		const struct policy_warmup *pw = NULL;
 		for (size_t i = 0; w->policy != NULL && i < w->policy->n_warmup; i++)
@@ -713,7 +719,17 @@ static void start(struct warmup *w, const struct namespace *ns, uint64_t version
 			}
 			struct node_rec rec;
 			pl->run = run;
-			if (!is_glob(p) && namespace_resolve(ns, p, strlen(p), &rec) == 0) {
+			if (is_glob(p) && conn_restricted(c)) {
+				snprintf(why, sizeof(why),
+				         "paths[%u] '%s': globs take a token for the whole tree", i,
+				         p);
+				r = -EACCES;
+			} else if (!is_glob(p) && namespace_resolve(ns, p, strlen(p), &rec) == 0 &&
+			           !conn_may_read_ino(c, ns, rec.ino)) {
+				snprintf(why, sizeof(why), "%s: outside what this token may read",
+				         p);
+				r = -EACCES;
+			} else if (!is_glob(p) && namespace_resolve(ns, p, strlen(p), &rec) == 0) {
 				if (rec.type == NODE_FILE) {
 					plan_file(pl, &rec);
 				} else if (rec.type == NODE_DIR) {

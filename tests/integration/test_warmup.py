@@ -348,5 +348,50 @@ warmup:
     stop_all(caches, m, p)
 
 
+CACHE_WARM, CACHE_EVICT, CACHE_HAS = 43, 44, 45
+WARMUP_START, WARMUP_STATUS = 50, 51
+
+
+def test_malformed_warm_frames(tmp):
+    """CACHE_WARM/HAS/EVICT and WARMUP_START with bad bodies: an ERROR
+    naming what was wrong, and the node and the mirror serve on."""
+    p, m, caches, cli = warm_site(tmp, 1)
+    put_random(tmp, cli, "/x.bin", 5 * MiB, seed=9)
+    e = blocks_of(cli, "/x.bin")[0]
+
+    def blk(**kw):
+        b = {"bucket": e[0], "key": e[1], "etag": e[2], "size": 5 * MiB, "offset": 0,
+             "length": BLOCK}
+        b.update(kw)
+        return b
+    with caches[0].client() as c:
+        c.error("EINVAL", CACHE_WARM, {}, contains="blocks")
+        c.error("EINVAL", CACHE_WARM, {"blocks": "x"}, contains="blocks")
+        c.error("EINVAL", CACHE_HAS, {"blocks": [blk(length=100)]}, contains="whole block")
+        c.error("EINVAL", CACHE_EVICT, {"blocks": [blk(offset=7, length=BLOCK - 7)]},
+                contains="blocks[0]")
+        c.error("EINVAL", CACHE_WARM, {"blocks": [blk(bucket="no/slash")]}, contains="bucket")
+        c.error("E2BIG", CACHE_WARM, {"blocks": [blk()] * 257}, contains="at most 256")
+        assert c.req(CACHE_HAS, {"blocks": [blk()]})["results"] == [-2]
+        assert c.req(CACHE_WARM, {"blocks": [blk()]})["results"] == [1]
+        assert c.req(CACHE_WARM, {"blocks": [blk()]})["results"] == [0]
+        assert c.req(CACHE_HAS, {"blocks": [blk()]})["results"] == [0]
+        assert c.req(CACHE_EVICT, {"blocks": [blk()]})["results"] == [0]
+        assert c.req(CACHE_HAS, {"blocks": [blk()]})["results"] == [-2]
+    assert caches[0].metric("mp_cache_warm_blocks_total", result="filled") == 1
+    assert caches[0].metric("mp_cache_warm_evicted_blocks_total") == 1
+    with mp.Client(m.port, role="mirror", hello=True) as c:
+        c.error("EINVAL", WARMUP_START, {}, contains="paths")
+        c.error("EINVAL", WARMUP_START, {"paths": ["relative"]}, contains="paths[0]")
+        c.error("EINVAL", WARMUP_START, {"paths": ["/x.bin"], "pipeline": "p"})
+        c.error("EINVAL", WARMUP_START, {"paths": ["/a/**.bin"]}, contains="paths[0]")
+        c.error("ENOENT", WARMUP_START, {"pipeline": "nosuch"}, contains="nosuch")
+        c.error("EINVAL", WARMUP_STATUS, {"run": "one"}, contains="run")
+        assert c.req(WARMUP_STATUS, {})["runs"] == []
+    assert caches[0].running() and m.running()
+    cli.run("warmup", "/x.bin")
+    stop_all(caches, m, p)
+
+
 if __name__ == "__main__":
     mp.main(globals())
