@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "grant.h"
+#include "hash.h"
 #include "hrw.h"
 #include "internal.h" /* the client library's channels, as replication uses its buckets */
 #include "log.h"
@@ -683,6 +684,45 @@ static int build_blocks(struct exec *x)
 /* After a run of a pipeline is done: what it warmed is remembered, and
  * with evict_previous what it warmed before and is not under its paths at
  * this version any more is dropped from every node. */
+static uint64_t obj_hash(const char *bucket, const char *key, const char *etag)
+{
+	uint64_t h = hash_bytes(bucket, strlen(bucket), 0x7761726d);
+	h = hash_bytes(key, strlen(key), h);
+	return hash_mix64(hash_bytes(etag, strlen(etag), h));
+}
+
+/* The run's objects by hash (open addressing; a slot holds index + 1), so
+ * that a model's thousands of objects are looked up, not scanned. */
+static size_t *obj_index(const struct wrun *run, size_t *ret_cap)
+{
+	size_t cap = 16;
+	while (cap < run->nobjs * 2)
+		cap *= 2;
+	size_t *slots = calloc(cap, sizeof(*slots));
+	if (slots == NULL)
+		return NULL;
+	for (size_t i = 0; i < run->nobjs; i++) {
+		const struct wobj *o = &run->objs[i];
+		size_t k = obj_hash(o->bucket, o->key, o->etag) & (cap - 1);
+		while (slots[k] != 0)
+			k = (k + 1) & (cap - 1);
+		slots[k] = i + 1;
+	}
+	*ret_cap = cap;
+	return slots;
+}
+
+static bool obj_current(const struct wrun *run, const size_t *slots, size_t cap, const char *b,
+                        const char *k, const char *e)
+{
+	for (size_t i = obj_hash(b, k, e) & (cap - 1); slots[i] != 0; i = (i + 1) & (cap - 1)) {
+		const struct wobj *o = &run->objs[slots[i] - 1];
+		if (strcmp(o->etag, e) == 0 && strcmp(o->key, k) == 0 && strcmp(o->bucket, b) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void evict_previous(struct exec *x)
 {
 	struct warmup *w = x->w;
@@ -694,7 +734,9 @@ static void evict_previous(struct exec *x)
 		return;
 	pthread_mutex_lock(&w->db_lock);
 	warmrun_db_exec(w, "BEGIN");
-	if (run->evict_previous) {
+	size_t cap = 0;
+	size_t *slots = run->evict_previous ? obj_index(run, &cap) : NULL;
+	if (slots != NULL) {
 		sqlite3_stmt *st = warmrun_db_prepare(
 		    w, "SELECT bucket, key, etag, size FROM warmed WHERE pipeline = ?");
 		if (st != NULL)
@@ -702,11 +744,7 @@ static void evict_previous(struct exec *x)
 		while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
 			const char *b = warmrun_col(st, 0), *k = warmrun_col(st, 1),
 			           *e = warmrun_col(st, 2);
-			bool current = false;
-			for (size_t i = 0; i < run->nobjs && !current; i++)
-				current = strcmp(run->objs[i].etag, e) == 0 &&
-				          strcmp(run->objs[i].key, k) == 0 &&
-				          strcmp(run->objs[i].bucket, b) == 0;
+			bool current = obj_current(run, slots, cap, b, k, e);
 			uint64_t size = (uint64_t)sqlite3_column_int64(st, 3);
 			if (!current && size > 0)
 				warmrun_add_obj(old, b, strlen(b), k, strlen(k), e, strlen(e), 0,
@@ -766,6 +804,7 @@ static void evict_previous(struct exec *x)
 			free(ex);
 		}
 	}
+	free(slots);
 	warmrun_free(old);
 }
 
@@ -777,6 +816,16 @@ static void run_finish(struct warmup *w, struct wrun *run, enum run_state state,
 	snprintf(run->error, sizeof(run->error), "%s", error);
 	pthread_mutex_unlock(&w->lock);
 	db_run_state(w, run);
+	/* What was warmed is in the warmed table now: the run's own list of
+	 * objects is not needed any more. */
+	pthread_mutex_lock(&w->db_lock);
+	sqlite3_stmt *st = warmrun_db_prepare(w, "DELETE FROM objs WHERE run = ?");
+	if (st != NULL) {
+		sqlite3_bind_int64(st, 1, run->id);
+		sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&w->db_lock);
 	double secs = (double)(run->finished_ns - run->started_ns) / 1e9;
 	metric_set(metric_child(w->m_state, run->pipeline), state == RUN_DONE ? 2 : 3);
 	metric_set(metric_child(w->m_duration, run->pipeline), secs);

@@ -231,6 +231,10 @@ warmup:
     sites: [a]
     trigger: schedule
     schedule: "* * * * *"
+  - name: at-apply
+    paths: ["/sched/**"]
+    sites: ["*"]
+    trigger: once
 """))
     m.wait_log("warmup every-minute: schedule '* * * * *' fires", timeout=30)
     mp.wait_until(lambda: any(x["state"] == "done" for x in runs(cli, "every-minute")),
@@ -248,6 +252,12 @@ warmup:
                   what="two more scheduled runs")
     r = cli.run("warmup", "status")
     assert "every-minute" in r.text and "schedule" in r.text, r
+    # once: one run when the policy came, none again after a restart.
+    once = runs(cli, "at-apply")
+    assert len(once) == 1 and once[0]["trigger"] == "once" and once[0]["state"] == "done", once
+    m.restart()
+    time.sleep(1.5)
+    assert [x["run"] for x in runs(cli, "at-apply")] == [once[0]["run"]], runs(cli, "at-apply")
     stop_all(caches, m, p)
 
 
