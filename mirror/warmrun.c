@@ -393,6 +393,34 @@ static void pace(struct exec *x, uint64_t bytes)
 	}
 }
 
+static bool stopping(struct warmup *w)
+{
+	pthread_mutex_lock(&w->lock);
+	bool s = w->stopping;
+	pthread_mutex_unlock(&w->lock);
+	return s;
+}
+
+/* channel_call, but a mirror that is stopping does not wait out a node
+ * that takes its time (a batch of fills may take minutes). */
+static int call_node(struct exec *x, struct channel *ch, const struct request_body *b,
+                     uint64_t timeout_ms, struct reply *rep, mp_error *err)
+{
+	uint64_t id;
+	int r = channel_send(ch, b, NULL, timeout_ms, &id, err);
+	if (r < 0)
+		return r;
+	int64_t until = warmrun_now_ns() + (int64_t)timeout_ms * 1000000;
+	while (!channel_readable(ch, 250)) {
+		if (stopping(x->w))
+			return mperr(err, -ECANCELED, "the mirror is stopping");
+		if (warmrun_now_ns() >= until)
+			return mperr(err, -ETIMEDOUT, "%s: no answer in %llu ms", ch->address,
+			             (unsigned long long)timeout_ms);
+	}
+	return channel_receive(ch, id, until + 5000000000ll, rep, err);
+}
+
 static void send_batch(struct exec *x, struct chan_slot *slots, struct wbatch *bt)
 {
 	struct warmup *w = x->w;
@@ -417,16 +445,16 @@ static void send_batch(struct exec *x, struct chan_slot *slots, struct wbatch *b
 	mp_error err = {0};
 	struct channel *ch = chan_get(x, slots, bt->node, &err);
 	struct reply rep;
-	bool sent;
 	/* An answer is not awaited past the run's deadline. */
 	uint64_t timeout = w->cfg.timeout_ms;
 	if (x->deadline_ns > 0) {
 		int64_t left = (x->deadline_ns - warmrun_now_ns()) / 1000000 + 100;
 		timeout = left < 100 ? 100 : (uint64_t)left < timeout ? (uint64_t)left : timeout;
 	}
-	int r = ch == NULL ? -EHOSTUNREACH : channel_call(ch, &b, NULL, timeout, &rep, &sent, &err);
+	int r = ch == NULL ? -EHOSTUNREACH : call_node(x, ch, &b, timeout, &rep, &err);
 	request_destroy(&b);
-	if (r < 0 && x->deadline_ns > 0 && warmrun_now_ns() >= x->deadline_ns) {
+	if (r == -ECANCELED ||
+	    (r < 0 && x->deadline_ns > 0 && warmrun_now_ns() >= x->deadline_ns)) {
 		if (ch != NULL)
 			chan_drop(slots, ch);
 		return; /* the node is not to blame */

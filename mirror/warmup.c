@@ -283,7 +283,7 @@ int warmup_new(const struct warmup_config *cfg, struct metrics *metrics, struct 
 	if (w->cfg.clock_scale <= 0)
 		w->cfg.clock_scale = 1;
 	if (w->cfg.timeout_ms == 0)
-		w->cfg.timeout_ms = 300000;
+		w->cfg.timeout_ms = 120000;
 	w->clock_base = time(NULL);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->db_lock, NULL);

@@ -294,9 +294,10 @@ def test_kill_node_mid_run(tmp):
 
 
 def test_restart_mirror_mid_run(tmp):
-    """kill -9 the mirror while a run is filling: after the restart the run
-    resumes from warmup.db and completes, and no block is fetched twice
-    (each node's bucket bytes add up to the file once)."""
+    """kill -9 the mirror while a run is filling, then SIGTERM it while the
+    run goes on: after each start the run resumes from warmup.db, and it
+    completes with no block fetched twice (the nodes' bucket bytes add up
+    to the file once)."""
     p, m, caches, cli = warm_site(tmp, 2, cache_options=SLOW)
     size = 64 * MiB
     put_random(tmp, cli, "/big.bin", size, seed=6)
@@ -309,6 +310,12 @@ def test_restart_mirror_mid_run(tmp):
     m.start()
     m.wait_log("warmup adhoc: run %d at version" % run["run"], timeout=30)
     assert "resumes" in m.log_since_start(), m.log_since_start()[-2000:]
+    # SIGTERM while it runs again: the mirror exits at once (the batches in
+    # flight are not waited for) and the next start resumes once more.
+    t0 = time.monotonic()
+    m.stop()
+    assert time.monotonic() - t0 < 10, "the mirror took %.1f s to stop" % (time.monotonic() - t0)
+    m.start()
     mp.wait_until(lambda: runs(cli)[0]["state"] in ("done", "failed"), timeout=90,
                   what="the resumed run over")
     st = runs(cli)[0]
