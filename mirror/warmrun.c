@@ -18,7 +18,8 @@
 #include "proto.h"
 #include "warmrun.h"
 
-#define BATCH_BLOCKS     16 /* blocks per CACHE_WARM */
+#define BATCH_BLOCKS     4  /* blocks per CACHE_WARM: progress is seen per batch */
+#define LIST_BLOCKS      64 /* per CACHE_HAS and CACHE_EVICT (no fills behind them) */
 #define HELPERS_MAX      16
 #define PASSES_MAX       6 /* warm passes before a run with failing blocks fails */
 #define WARM_GRANT_TTL_S 3600
@@ -237,7 +238,7 @@ struct exec;
 /* One node's blocks in one message. */
 struct wbatch {
 	size_t node;
-	uint32_t blocks[BATCH_BLOCKS]; /* indexes into run->blocks */
+	uint32_t blocks[LIST_BLOCKS]; /* indexes into run->blocks */
 	size_t n;
 };
 
@@ -472,7 +473,7 @@ static void send_batch(struct exec *x, struct chan_slot *slots, struct wbatch *b
 		pthread_mutex_unlock(&x->lock);
 		return;
 	}
-	int results[BATCH_BLOCKS];
+	int results[LIST_BLOCKS];
 	char why[300] = "";
 	if (rep.is_error)
 		snprintf(why, sizeof(why), "%s: %.*s", x->nodes[bt->node].address,
@@ -564,12 +565,13 @@ static void exec_pass(struct exec *x, int type, const struct wblock *only, size_
 		return;
 	}
 	size_t nb = 0;
+	size_t limit = type == MT_CACHE_WARM ? BATCH_BLOCKS : LIST_BLOCKS;
 	if (type == MT_CACHE_EVICT) {
 		for (size_t node = 0; node < x->n; node++) {
 			if (x->dead[node])
 				continue;
 			for (size_t i = 0; i < nonly; i++) {
-				if (open[node] == NULL || open[node]->n == BATCH_BLOCKS) {
+				if (open[node] == NULL || open[node]->n == limit) {
 					open[node] = &batches[nb++];
 					open[node]->node = node;
 				}
@@ -586,7 +588,7 @@ static void exec_pass(struct exec *x, int type, const struct wblock *only, size_
 				x->missing++;
 				continue;
 			}
-			if (open[node] == NULL || open[node]->n == BATCH_BLOCKS) {
+			if (open[node] == NULL || open[node]->n == limit) {
 				open[node] = &batches[nb++];
 				open[node]->node = (size_t)node;
 			}
