@@ -228,3 +228,88 @@ int cacheproto_parse_members(const msgpack_object *body, struct cache_member *ou
 	*ret_n = n;
 	return 0;
 }
+
+int cacheproto_parse_block_list(const msgpack_object *body, uint64_t block_size,
+                                struct block_request *out, size_t cap, size_t *ret_n, char *err,
+                                size_t errlen)
+{
+	if (body == NULL || body->type != MSGPACK_OBJECT_MAP)
+		return bad(err, errlen, "%s: body is not a map", "block list");
+	if (block_size == 0)
+		return bad(err, errlen, "%s: block size 0", "block list");
+	const msgpack_object_array *a;
+	int rc = msg_get_array(body, "blocks", true, CACHE_LIST_MAX, &a, err, errlen);
+	if (rc != 0)
+		return rc < 0 ? rc : -EINVAL;
+	if (a->size > cap) {
+		snprintf(err, errlen, "blocks: %u items, at most %zu here", a->size, cap);
+		return -E2BIG;
+	}
+	for (uint32_t i = 0; i < a->size; i++) {
+		char why[200];
+		struct block_request *r = &out[i];
+		rc = cacheproto_parse_block_read(&a->ptr[i], block_size, r, why, sizeof(why));
+		if (rc < 0) {
+			snprintf(err, errlen, "blocks[%u]: %s", i, why);
+			return rc;
+		}
+		uint64_t end = (r->offset / block_size + 1) * block_size;
+		if (end > r->size)
+			end = r->size;
+		if (r->offset % block_size != 0 || r->offset + r->length != end) {
+			snprintf(
+			    err, errlen,
+			    "blocks[%u]: offset %llu + length %llu is not a whole block (block "
+			    "size %llu, object size %llu)",
+			    i, (unsigned long long)r->offset, (unsigned long long)r->length,
+			    (unsigned long long)block_size, (unsigned long long)r->size);
+			return -EINVAL;
+		}
+		/* The grant points into the frame, which outlives the list. */
+	}
+	*ret_n = a->size;
+	return 0;
+}
+
+void cacheproto_pack_block_list(msgpack_packer *pk, const struct block_request *reqs, size_t n)
+{
+	msgpack_pack_map(pk, 1);
+	msg_pack_key(pk, "blocks");
+	msgpack_pack_array(pk, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		struct block_request r = reqs[i];
+		r.peer = false;
+		uint32_t fields = 6 + (r.grant ? 1 : 0) + (r.replica[0] != '\0');
+		msgpack_pack_map(pk, fields);
+		cacheproto_pack_block_fields(pk, &r);
+	}
+}
+
+int cacheproto_parse_results(const msgpack_object *body, size_t n, int *out, char *err,
+                             size_t errlen)
+{
+	if (body == NULL || body->type != MSGPACK_OBJECT_MAP)
+		return bad(err, errlen, "%s: body is not a map", "results");
+	const msgpack_object_array *a;
+	int rc = msg_get_array(body, "results", true, CACHE_LIST_MAX, &a, err, errlen);
+	if (rc != 0)
+		return rc < 0 ? rc : -EINVAL;
+	if (a->size != n) {
+		snprintf(err, errlen, "results: %u items for %zu blocks", a->size, n);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < a->size; i++) {
+		const msgpack_object *o = &a->ptr[i];
+		int64_t v;
+		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= 1)
+			v = (int64_t)o->via.u64;
+		else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= -4095)
+			v = o->via.i64;
+		else {
+			snprintf(err, errlen, "results[%u]: not an integer in -4095..1", i);
+			return -EINVAL;
+		}
+		out[i] = (int)v;
+	}
+	return 0;
+}

@@ -77,4 +77,24 @@ int cacheproto_parse_member(const msgpack_object *map, struct cache_member *ret,
 int cacheproto_parse_members(const msgpack_object *body, struct cache_member *out, size_t cap,
                              size_t *ret_n, char *err, size_t errlen);
 
+/* ---- warming (CACHE_WARM, CACHE_EVICT, CACHE_HAS) ----
+ * Each carries {blocks: [BLOCK_READ body, ...]} naming whole blocks (offset
+ * at a block boundary, length to the block's end or the object's) of the
+ * node's block size; each answers {results: [int, ...]}, one per block in
+ * order: CACHE_WARM 0 (was cached), 1 (filled now) or a negative errno (the
+ * fill failed; the reply's "error" says why for the first one), CACHE_HAS 0
+ * or -ENOENT, CACHE_EVICT 0 (dropped) or -ENOENT (was not there). */
+#define CACHE_LIST_MAX 256
+
+/* Parses the blocks of a list body into out (cap at least the list's size,
+ * else -E2BIG). Every item is a whole block: the errors name the item. */
+int cacheproto_parse_block_list(const msgpack_object *body, uint64_t block_size,
+                                struct block_request *out, size_t cap, size_t *ret_n, char *err,
+                                size_t errlen);
+/* Packs {blocks: [...]} as a whole body (map header included). */
+void cacheproto_pack_block_list(msgpack_packer *pk, const struct block_request *reqs, size_t n);
+/* A reply's results: exactly n integers in [-4095, 1]. */
+int cacheproto_parse_results(const msgpack_object *body, size_t n, int *out, char *err,
+                             size_t errlen);
+
 #endif

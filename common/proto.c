@@ -71,6 +71,16 @@ const char *proto_msg_name(unsigned type)
 		return "CACHE_REGISTER";
 	case MT_CACHE_MEMBERS:
 		return "CACHE_MEMBERS";
+	case MT_CACHE_WARM:
+		return "CACHE_WARM";
+	case MT_CACHE_EVICT:
+		return "CACHE_EVICT";
+	case MT_CACHE_HAS:
+		return "CACHE_HAS";
+	case MT_WARMUP_START:
+		return "WARMUP_START";
+	case MT_WARMUP_STATUS:
+		return "WARMUP_STATUS";
 	default:
 		return "UNKNOWN";
 	}

@@ -55,6 +55,12 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_BLOCK_READ = 40,
 	        MT_CACHE_REGISTER = 41,
 	        MT_CACHE_MEMBERS = 42,
+	        MT_CACHE_WARM = 43,
+	        MT_CACHE_EVICT = 44,
+	        MT_CACHE_HAS = 45,
+
+	        MT_WARMUP_START = 50,
+	        MT_WARMUP_STATUS = 51,
 };
 
 enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };

@@ -195,6 +195,9 @@ void mirror_dispatch(void *owner, struct conn *c, struct request *r)
 		members_register(m->members, c, f->id, f->body, m->cfg.site);
 	} else if (f->type == MT_CACHE_MEMBERS) {
 		members_list(m->members, c, f->id, m->cfg.site);
+	} else if (f->type == MT_WARMUP_START || f->type == MT_WARMUP_STATUS) {
+		warmup_dispatch(m->warm, m->ns, m->version, c, r);
+		return;
 	} else if (f->type == MT_REPLICATION_STATUS) {
 		msgpack_sbuffer sb;
 		msgpack_packer pk;

@@ -91,6 +91,8 @@ const struct config_option mirror_config_table[] = {
      "The breaker: more than this share (per mille) of the site's replicas due at once "
      "waits for mp gc --confirm",
      NULL},
+    {"warmup.clock_scale", CONFIG_UINT, OPT(warmup_clock_scale), 1, 3600, "1",
+     "Seconds of warmup schedule time per second (tests shorten the clock with it)", NULL},
     {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
      log_levels},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL},

@@ -50,6 +50,14 @@ size_t members_count(const struct members *ms)
 	return ms->n;
 }
 
+size_t members_snapshot(const struct members *ms, struct cache_member *out, size_t cap)
+{
+	size_t n = ms->n < cap ? ms->n : cap;
+	for (size_t i = 0; i < n; i++)
+		out[i] = ms->list[i].m;
+	return n;
+}
+
 void members_expire(struct members *ms)
 {
 	int64_t now = now_ns();

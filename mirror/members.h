@@ -26,6 +26,8 @@ void members_expire(struct members *ms);
 size_t members_count(const struct members *ms);
 /* Bytes used and capacity over the group. */
 void members_totals(const struct members *ms, uint64_t *ret_used, uint64_t *ret_capacity);
+/* Copies up to cap members into out; returns how many. */
+size_t members_snapshot(const struct members *ms, struct cache_member *out, size_t cap);
 void members_write_status(struct members *ms, struct json_writer *w);
 
 #endif

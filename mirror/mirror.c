@@ -246,6 +246,21 @@ static int start_replication(struct mirror *m)
 	return 0;
 }
 
+static void start_warmup(struct mirror *m)
+{
+	struct warmup_config wc = {
+	    .site = m->cfg.site,
+	    .data_dir = m->cfg.data_dir,
+	    .token = m->token,
+	    .secret = m->secret,
+	    .secret_len = m->secret_len,
+	    .clock_scale = (double)m->cfg.warmup_clock_scale,
+	};
+	char err[600];
+	if (warmup_new(&wc, m->metrics, &m->warm, err, sizeof(err)) < 0)
+		log_error("site %s: warmup does not start: %s", m->cfg.site, err);
+}
+
 /* Takes up the namespace's policy record when it changed: a policy that
  * does not parse here (checked at the primary; a newer primary may know
  * more) is logged and the previous one stays in force. */
@@ -271,6 +286,7 @@ static void follow_policy(struct mirror *m, bool sweep)
 		if (m->policy_ino != 0) {
 			m->policy_ino = 0;
 			replication_set_policy(m->repl, NULL, m->ns);
+			warmup_set_policy(m->warm, NULL, m->ns, m->version, 0);
 		} else if (sweep) {
 			replication_sweep(m->repl, m->ns);
 		}
@@ -300,6 +316,11 @@ static void follow_policy(struct mirror *m, bool sweep)
 	log_info("site %s: policy of version %llu in force: %zu replication rules, %zu warmup "
 	         "pipelines",
 	         m->cfg.site, (unsigned long long)m->version, p->n_replication, p->n_warmup);
+	/* Warmup keeps its own copy: replication owns p. */
+	struct policy *warm_policy = NULL;
+	if (policy_parse_buffer("policy", rec.extra, rec.extra_len, NULL, &warm_policy, &errs) == 0)
+		warmup_set_policy(m->warm, warm_policy, m->ns, m->version, rec.ctime);
+	policy_errors_clear(&errs);
 	if (start_replication(m) < 0) {
 		/* Taken up again (and retried) in 10 s, when a version comes. */
 		m->repl_failed_ns = mirror_now_ns();
@@ -315,6 +336,12 @@ static void touched(void *arg, uint64_t ino)
 {
 	struct mirror *m = arg;
 	replication_touched(m->repl, m->ns, ino);
+}
+
+static void warm_touched(void *arg, uint64_t ino)
+{
+	struct mirror *m = arg;
+	warmup_touched(m->warm, m->ns, ino);
 }
 
 static enum upstream_verdict on_hello_ok(void *arg, const char *cluster_id, const char *origin)
@@ -435,6 +462,10 @@ static enum upstream_verdict on_apply(void *arg, const uint8_t *record, size_t l
 	mirror_wake_parked(m, false);
 	if (m->repl != NULL)
 		change_each_put(record, len, touched, m);
+	if (m->warm != NULL) {
+		change_each_put(record, len, warm_touched, m);
+		warmup_applied(m->warm, m->ns, v, time);
+	}
 	follow_policy(m, false);
 	return UPSTREAM_OK;
 }
@@ -572,6 +603,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 		follow_policy(m, false); /* replication did not start: try again */
 	if (m->ready && replication_sweep_due(m->repl, mirror_now_ns()))
 		replication_sweep(m->repl, m->ns);
+	warmup_tick(m->warm, m->ready ? m->ns : NULL, m->version, m->members);
 	update_metrics(m);
 }
 
@@ -879,6 +911,7 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	struct node_rec confirm;
 	m->gc_confirm_seen =
 	    namespace_lookup(m->ns, 0, "gc-confirm", 10, &confirm) == 0 ? confirm.ctime : 1;
+	start_warmup(m);
 	if (m->ready)
 		follow_policy(m, true);
 
@@ -963,6 +996,8 @@ int mirror_run(struct mirror_config *cfg, const char *config_path)
 	journal_close(m->journal);
 	replication_free(m->repl);
 	m->repl = NULL;
+	warmup_free(m->warm);
+	m->warm = NULL;
 	namespace_free(m->ns);
 	namespace_free(m->boot_ns);
 	metrics_free(m->metrics);

@@ -29,6 +29,7 @@
 #include "sitereport.h"
 #include "stream.h"
 #include "upstream.h"
+#include "warmup.h"
 
 struct mirror_config {
 	char *site;
@@ -69,6 +70,7 @@ struct mirror_config {
 	uint64_t replication_threads;
 	uint64_t replication_gc_max_count;
 	uint64_t replication_gc_max_permille;
+	uint64_t warmup_clock_scale;
 };
 
 extern const struct config_option mirror_config_table[];
@@ -135,6 +137,7 @@ struct mirror {
 	int64_t repl_failed_ns;   /* when starting it last failed (retried after 10 s) */
 	int64_t gc_confirm_seen;  /* ctime of the gc-confirm record acted on */
 	struct site_table *sites; /* reports of the sites cascaded behind this one */
+	struct warmup *warm;      /* warmup pipelines (warmup.c) */
 	uint8_t *secret;
 	size_t secret_len;
 	SSL_CTX *tls, *upstream_tls;

@@ -127,6 +127,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	replication_write_status(m->repl, &w);
 	json_key(&w, "sites");
 	site_table_write_json(m->sites, mirror_now_ns(), &w);
+	json_key(&w, "warmup");
+	warmup_write_status(m->warm, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;

@@ -64,6 +64,23 @@ static const struct command commands[] = {
      "  copy to or drop from its bucket. Changes nothing.\n"
      "policy status: replication per rule and site: pending files and bytes, lag,\n"
      "  failures (--json).\n"},
+    {"warmup", cmd_warmup,
+     "warmup [-f FILE] [--evict|--check] [--background] PATH..., warmup run NAME, "
+     "warmup status [NAME], warmup wait PATH... --timeout DUR",
+     "fill the site's cache group ahead of reads",
+     "warmup PATH...: the site's mirror has each cache node fetch the blocks it owns\n"
+     "  of the files under PATH (files, directories or globs) as of its current\n"
+     "  version; a progress bar follows the run until every block is cached.\n"
+     "  -f, --file FILE  read paths from FILE (one a line, # comments; - for stdin)\n"
+     "  --evict          drop their blocks from the group instead\n"
+     "  --check          report how much is cached now (asks the nodes; no run)\n"
+     "  --background     start the run and return\n"
+     "warmup run NAME: a run of the policy's pipeline NAME now [--background].\n"
+     "warmup status [NAME]: runs per pipeline: state, version, files and bytes done\n"
+     "  of total, rate, ETA, failures (--json).\n"
+     "warmup wait PATH... --timeout DUR: exits 0 once every block under each PATH\n"
+     "  is cached at its owner in the site's group, 1 at the timeout (what is\n"
+     "  missing is printed): a readiness gate for a pod's init container.\n"},
     {"help", commands_help_cmd, "help [COMMAND]", "show this help, or a command's", NULL},
 };
 

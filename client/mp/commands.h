@@ -38,6 +38,7 @@ int cmd_meta_ln(struct ctx *ctx, int argc, char **argv);
 int cmd_transfer_put(struct ctx *ctx, int argc, char **argv);
 int cmd_transfer_get(struct ctx *ctx, int argc, char **argv);
 int cmd_transfer_cat(struct ctx *ctx, int argc, char **argv);
+int cmd_warmup(struct ctx *ctx, int argc, char **argv);
 int cmd_transfer_import(struct ctx *ctx, int argc, char **argv);
 int cmd_status_status(struct ctx *ctx, int argc, char **argv);
 int cmd_status_version(struct ctx *ctx, int argc, char **argv);

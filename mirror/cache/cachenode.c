@@ -202,6 +202,12 @@ static int metrics_init(struct cachenode *n)
 	n->m_evictions = metrics_counter(m, "mp_cache_evictions_total", "Blocks evicted");
 	n->m_denied = metrics_counter(m, "mp_cache_denied_total",
 	                              "Reads refused for a missing, forged or expired grant");
+	n->m_warm_blocks = metrics_labeled(m, "mp_cache_warm_blocks_total",
+	                                   "Blocks asked for by CACHE_WARM, by result (cached, "
+	                                   "filled, failed)",
+	                                   METRIC_COUNTER, "result");
+	n->m_warm_evicted = metrics_counter(m, "mp_cache_warm_evicted_blocks_total",
+	                                    "Blocks dropped by CACHE_EVICT");
 	n->m_corrupt = metrics_counter(m, "mp_cache_corrupt_blocks_total",
 	                               "Blocks found corrupt, truncated or missing, and dropped");
 	n->m_blocks = metrics_gauge(m, "mp_cache_blocks", "Blocks cached");

@@ -90,6 +90,7 @@ struct cachenode {
 	struct metric *m_requests, *m_hits, *m_misses, *m_bytes_hit, *m_bytes_filled, *m_fetched,
 	    *m_fill_seconds, *m_waits, *m_errors, *m_evictions, *m_corrupt, *m_used, *m_capacity,
 	    *m_dir_failed, *m_blocks, *m_fills_active, *m_peer_misses, *m_denied;
+	struct metric *m_warm_blocks, *m_warm_evicted; /* warm.c */
 	_Atomic uint64_t hits, misses, fills_active;
 };
 
@@ -123,6 +124,15 @@ void fill_stop(struct cachenode *n);
  * is sent on base, c's loop. */
 void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
                   const struct block_request *req, struct block_id bid);
+/* Fills a block for no reader (a warm), through the same single flight;
+ * done(arg, result, why) runs on base: 0 when it turned out cached, 1 when
+ * filled, a negative errno when the fill failed. */
+void fill_warm(struct cachenode *n, struct event_base *base, const struct block_request *req,
+               struct block_id bid, void (*done)(void *arg, int result, const char *why),
+               void *arg);
+
+/* warm.c: CACHE_WARM, CACHE_EVICT and CACHE_HAS. */
+void warm_dispatch(struct serve_loop *l, struct conn *c, struct request *r);
 
 /* register.c */
 int register_start(struct cachenode *n);

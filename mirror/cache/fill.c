@@ -71,7 +71,11 @@ struct waiter {
 	struct waiter *next;
 	struct cachenode *node;
 	struct event_base *base; /* c's loop */
-	struct conn *c;          /* referenced (on its loop) */
+	struct conn *c;          /* referenced (on its loop); NULL for a warm */
+	/* A warm (no reader): called on base with 1 (filled) or a negative
+	 * errno, instead of an answer on c. */
+	void (*done)(void *arg, int result, const char *why);
+	void *done_arg;
 	uint64_t id;
 	struct block_request req;
 	/* The fill's outcome, copied for the answer on c's loop. */
@@ -121,10 +125,19 @@ static void inflight_remove(struct cachenode *n, struct fill *f)
 		}
 }
 
-static void request_fill(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
-                         const struct block_request *req, struct block_id bid, bool recheck_store)
+/* A waiter that cannot be queued: its answer now. */
+static void refuse(struct waiter *w, struct conn *c, uint64_t id, int code, const char *why)
 {
-	struct waiter *w = calloc(1, sizeof(*w));
+	if (c != NULL)
+		conn_send_error(c, id, code, "%s", why);
+	else
+		w->done(w->done_arg, code, why);
+}
+
+static void request_fill(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
+                         const struct block_request *req, struct block_id bid, bool recheck_store,
+                         struct waiter *w)
+{
 	if (w == NULL) {
 		conn_send_error(c, id, -ENOMEM, "out of memory");
 		return;
@@ -136,20 +149,22 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 	w->req = *req;
 	w->req.grant = NULL; /* points into a frame that is about to go */
 	w->req.grant_len = 0;
-	conn_ref(c);
+	if (c != NULL)
+		conn_ref(c);
 	pthread_mutex_lock(&n->queue_lock);
 	struct fill *f = inflight_find(n, bid);
-	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0) {
-		/* Fetched and being stored: the bytes are here. */
+	if (f != NULL && f->req.size >= req->size && f->answered && f->result == 0 && c != NULL) {
+		/* Fetched and being stored: the bytes are here. (A warm
+		 * waits below for the store.) */
 		struct block_bytes *b = f->bytes;
 		atomic_fetch_add(&b->refs, 1);
 		uint64_t block_off = f->block_off;
 		char source[16];
 		snprintf(source, sizeof(source), "%s", f->source);
 		pthread_mutex_unlock(&n->queue_lock);
+		metric_add(n->m_waits, 1);
 		conn_unref(c);
 		free(w);
-		metric_add(n->m_waits, 1);
 		serve_from_memory(c, id, req, source, b->data, block_off, bytes_unref, b);
 		return;
 	}
@@ -165,22 +180,29 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 	 * before it leaves, so under the lock the store tells. */
 	if (f == NULL && recheck_store && blockstore_has(n->store, bid)) {
 		pthread_mutex_unlock(&n->queue_lock);
+		if (c == NULL) {
+			w->done(w->done_arg, 0, "");
+			free(w);
+			return;
+		}
 		conn_unref(c);
-		free(w);
 		if (serve_from_store(n, c, id, req, "hit")) {
+			free(w);
 			metric_add(n->m_waits, 1);
 			return;
 		}
 		/* Evicted meanwhile, or stored shorter: fill it after all. */
-		request_fill(n, base, c, id, req, bid, false);
+		memset(w, 0, sizeof(*w));
+		request_fill(n, base, c, id, req, bid, false, w);
 		return;
 	}
 	f = calloc(1, sizeof(*f));
 	if (f == NULL) {
 		pthread_mutex_unlock(&n->queue_lock);
-		conn_unref(c);
+		if (c != NULL)
+			conn_unref(c);
+		refuse(w, c, id, -ENOMEM, "out of memory");
 		free(w);
-		conn_send_error(c, id, -ENOMEM, "out of memory");
 		return;
 	}
 	f->bid = bid;
@@ -206,7 +228,20 @@ static void request_fill(struct cachenode *n, struct event_base *base, struct co
 void fill_request(struct cachenode *n, struct event_base *base, struct conn *c, uint64_t id,
                   const struct block_request *req, struct block_id bid)
 {
-	request_fill(n, base, c, id, req, bid, true);
+	request_fill(n, base, c, id, req, bid, true, calloc(1, sizeof(struct waiter)));
+}
+
+void fill_warm(struct cachenode *n, struct event_base *base, const struct block_request *req,
+               struct block_id bid, void (*done)(void *arg, int result, const char *why), void *arg)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		done(arg, -ENOMEM, "out of memory");
+		return;
+	}
+	w->done = done;
+	w->done_arg = arg;
+	request_fill(n, base, NULL, 0, req, bid, true, w);
 }
 
 /* ---- fetching, on a fetcher thread ---- */
@@ -390,19 +425,34 @@ static void *fetcher_main(void *arg)
 		 * as it is here. It stays in flight while it is stored, so a
 		 * reader meanwhile is answered from memory, not fetched again. */
 		pthread_mutex_lock(&n->queue_lock);
-		struct waiter *waiting = f->waiters;
+		struct waiter *waiting = f->waiters, *warms = NULL, **rest = &waiting;
 		f->waiters = NULL;
 		f->answered = true;
 		pthread_mutex_unlock(&n->queue_lock);
+		/* Warms are answered once the block is stored: "filled" means
+		 * on disk, where the next reader finds it. */
+		while (*rest != NULL) {
+			struct waiter *w = *rest;
+			if (w->done != NULL) {
+				*rest = w->next;
+				w->next = warms;
+				warms = w;
+			} else {
+				rest = &w->next;
+			}
+		}
 		finish(n, f, waiting);
+		int stored = 0;
 		if (f->result == 0) {
 			int s = blockstore_put(n->store, f->bid, f->bytes->data,
 			                       (uint32_t)f->block_len);
 			/* The readers had the bytes; the next one fills again. */
-			if (s < 0)
+			if (s < 0) {
 				log_warn("block %llu of %s/%s not stored: %s",
 				         (unsigned long long)(f->block_off / n->block_size),
 				         f->req.bucket, f->req.key, strerror(-s));
+				stored = s;
+			}
 		}
 		pthread_mutex_lock(&n->queue_lock);
 		atomic_fetch_sub(&n->fills_active, 1);
@@ -410,6 +460,19 @@ static void *fetcher_main(void *arg)
 		waiting = f->waiters; /* joined while it was stored */
 		f->waiters = NULL;
 		pthread_mutex_unlock(&n->queue_lock);
+		if (stored < 0 && warms != NULL) {
+			/* Readers had the bytes; a warm did not get a block. */
+			int result = f->result;
+			char why[sizeof(f->why)];
+			memcpy(why, f->why, sizeof(why));
+			f->result = stored;
+			snprintf(f->why, sizeof(f->why), "block not stored: %s", strerror(-stored));
+			finish(n, f, warms);
+			f->result = result;
+			memcpy(f->why, why, sizeof(why));
+		} else {
+			finish(n, f, warms);
+		}
 		finish(n, f, waiting);
 		release_fill(n, f);
 		pthread_mutex_lock(&n->queue_lock);
@@ -423,6 +486,13 @@ static void *fetcher_main(void *arg)
 static void answer_waiter(evutil_socket_t fd, short what, void *arg)
 {
 	struct waiter *w = arg;
+	if (w->done != NULL) {
+		if (w->bytes != NULL)
+			bytes_unref(w->bytes);
+		w->done(w->done_arg, w->result < 0 ? w->result : 1, w->why);
+		free(w);
+		return;
+	}
 	if (conn_alive(w->c) && w->result < 0)
 		conn_send_error(w->c, w->id, w->result == -ENOENT ? -ENOENT : -EIO, "%s", w->why);
 	else if (conn_alive(w->c))
@@ -503,7 +573,10 @@ static void drop_fill(struct fill *f)
 {
 	for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
 		next = w->next;
-		conn_unref(w->c);
+		if (w->done != NULL)
+			w->done(w->done_arg, -ECANCELED, "the cache node is stopping");
+		else
+			conn_unref(w->c);
 		free(w);
 	}
 	free(f);
@@ -519,6 +592,12 @@ void fill_stop(struct cachenode *n)
 	pthread_mutex_unlock(&n->queue_lock);
 	for (size_t i = 0; i < n->nfetchers; i++)
 		pthread_join(n->fetchers[i], NULL);
+	/* Answers posted to the loops after they stopped (their waiters
+	 * hold connections, warm batches and block buffers): run them now,
+	 * on this thread, the loops' own being gone. */
+	for (size_t i = 0; i < n->nloops; i++)
+		if (n->loops[i].base != NULL)
+			event_base_loop(n->loops[i].base, EVLOOP_NONBLOCK);
 	struct fill *f;
 	while ((f = TAILQ_FIRST(&n->queue)) != NULL) {
 		TAILQ_REMOVE(&n->queue, f, link);

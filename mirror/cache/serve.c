@@ -152,12 +152,17 @@ void serve_dispatch(void *owner, struct conn *c, struct request *r)
 	case MT_VERSION:
 		version(n, c, r->id);
 		break;
+	case MT_CACHE_WARM:
+	case MT_CACHE_EVICT:
+	case MT_CACHE_HAS:
+		warm_dispatch(l, c, r);
+		break;
 	default:
 		metric_add(n->m_errors, 1);
 		conn_send_error(
 		    c, r->id, -EPROTO,
-		    "%s (type %u) is not served by a cache node (BLOCK_READ and VERSION "
-		    "are)",
+		    "%s (type %u) is not served by a cache node (BLOCK_READ, CACHE_WARM, "
+		    "CACHE_EVICT, CACHE_HAS and VERSION are)",
 		    proto_msg_name(r->frame.type), (unsigned)r->frame.type);
 		break;
 	}

@@ -359,6 +359,46 @@ MP_EXPORT int mp_import(mp_client *c, const char *source, const char *dest_dir,
                         const mp_transfer_opts *opts, mp_import_stats *ret, mp_call *call,
                         mp_error *err);
 
+/* ---- Warmup (the site's cache group filled ahead of reads) ---- */
+
+/* A warmup run at the site, as its mirror reports it. */
+typedef struct mp_warmup_run {
+	int64_t run;
+	char pipeline[64]; /* "adhoc" for mp_warmup_start with paths */
+	char trigger[16];  /* once, schedule, on-change, manual, evict */
+	char kind[8];      /* warm or evict */
+	char state[16];    /* queued, running, done, failed */
+	uint64_t version;  /* the namespace version whose files it warms */
+	uint64_t files, files_done, bytes, bytes_done, blocks, blocks_done;
+	uint64_t failures;       /* block fills that failed (and were retried) */
+	uint64_t evicted_blocks; /* evict runs, and evict_previous */
+	int64_t created_ns, started_ns, finished_ns, now_ns; /* the mirror's clock */
+	char error[512]; /* a failed run: what is missing and why */
+} mp_warmup_run;
+
+/* Starts a run at the site's mirror: the files under paths (files,
+ * directories, or globs) at the mirror's version, or with evict their
+ * blocks dropped from the group; or, with pipeline set (paths NULL), a run
+ * of that policy pipeline. ret gets the run as started. */
+MP_EXPORT int mp_warmup_start(mp_client *c, const char *const *paths, size_t n_paths, bool evict,
+                              const char *pipeline, mp_warmup_run *ret, mp_error *err);
+/* The site's runs (run 0: all; pipeline NULL: any), newest active first;
+ * *ret_n gets how many there are. */
+MP_EXPORT int mp_warmup_status(mp_client *c, int64_t run, const char *pipeline, mp_warmup_run *out,
+                               size_t cap, size_t *ret_n, mp_error *err);
+
+/* How much of what is under path is cached in the site's group now: each
+ * block is asked of its owner (the first live node in rendezvous order,
+ * where readers go first). */
+typedef struct mp_warmup_cached {
+	uint64_t files, files_cached;
+	uint64_t blocks, blocks_cached;
+	uint64_t bytes, bytes_cached;
+	uint64_t version;
+	char first_missing[256]; /* a file with a block not cached, or "" */
+} mp_warmup_cached;
+MP_EXPORT int mp_warmup_check(mp_client *c, const char *path, mp_warmup_cached *ret, mp_error *err);
+
 #ifdef __cplusplus
 }
 #endif
