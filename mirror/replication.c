@@ -479,6 +479,10 @@ struct stream_source {
 	struct objstore *src;
 	const char *key;
 	struct objstore_error *oe;
+	/* The S3 ETag the parts make (the MD5 of their MD5s, "-N"): the
+	 * upload asks for its bytes a part at a time. */
+	EVP_MD_CTX *parts;
+	unsigned nparts;
 };
 
 static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
@@ -490,7 +494,28 @@ static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
 		rc = objstore_fail(ss->oe, -EIO, 0, "ShortRead",
 		                   "%s: %zu of %zu bytes at offset %" PRIu64, ss->key, got, len,
 		                   offset);
-	return rc < 0 ? rc : sink_data(ss->sink, buf, len);
+	if (rc < 0)
+		return rc;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	if (ss->parts != NULL && EVP_Digest(buf, len, md, &n, EVP_md5(), NULL)) {
+		EVP_DigestUpdate(ss->parts, md, n);
+		ss->nparts++;
+	}
+	return sink_data(ss->sink, buf, len);
+}
+
+/* The multipart ETag of what stream_fill passed: "HEX-N". */
+static void parts_etag(struct stream_source *ss, char out[OBJSTORE_ETAG_MAX])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	out[0] = '\0';
+	if (ss->parts == NULL || !EVP_DigestFinal_ex(ss->parts, md, &n))
+		return;
+	char h[2 * EVP_MAX_MD_SIZE + 1];
+	hex(md, n, h);
+	snprintf(out, OBJSTORE_ETAG_MAX, "%.32s-%u", h, ss->nparts);
 }
 
 static int copy_object(struct replication *r, const struct job *j, char md5_out[33], char *why,
@@ -512,8 +537,11 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 	}
 	bool sha = j->verify == POLICY_VERIFY_SHA256;
 	char md5[33] = "", sha_src[65] = "", md5_back[33] = "", sha_back[65] = "";
-	uint64_t src_size = 0;
-	rc = objstore_head(src, j->key, &src_size, NULL, &oe);
+	/* A small object (as its layout knows it) is read whole at once; the
+	 * size of a larger one decides how it is streamed. */
+	uint64_t src_size = j->size;
+	bool known_small = j->size > 0 && j->size <= SINGLE_MAX;
+	rc = known_small ? 0 : objstore_head(src, j->key, &src_size, NULL, &oe);
 	if (rc < 0) {
 		snprintf(why, whylen, "reading %s/%.300s: %s", j->src, j->key, oe.message);
 		goto out;
@@ -527,21 +555,31 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 		goto out;
 	}
 	bool single = src_size <= SINGLE_MAX;
-	char etag[OBJSTORE_ETAG_MAX] = "";
+	char etag[OBJSTORE_ETAG_MAX] = "", multipart[OBJSTORE_ETAG_MAX] = "";
 	if ((rc = sink_begin(&s, r, j, sha, true, single)) < 0) {
 		snprintf(why, whylen, "out of memory");
 		goto out;
 	}
 	if (single) {
+		s.buf = src_size > 0 ? malloc((size_t)src_size) : NULL;
+		s.cap = s.buf != NULL ? (size_t)src_size : 0;
 		rc = sink_fetch(src, j->key, &s, &se);
-		if (rc == 0 && s.total != src_size)
+		if (rc == 0 && s.total < src_size)
 			rc = objstore_fail(&se, -EIO, 0, "ShortRead",
 			                   "%" PRIu64 " of %" PRIu64 " bytes", s.total, src_size);
+		src_size = s.total;
 		if (rc == 0)
 			rc = objstore_put(dst, dkey, s.buf, s.len, etag, &oe);
 	} else {
-		struct stream_source ss = {.sink = &s, .src = src, .key = j->key, .oe = &se};
+		struct stream_source ss = {
+		    .sink = &s, .src = src, .key = j->key, .oe = &se, .parts = EVP_MD_CTX_new()};
+		if (ss.parts != NULL && !EVP_DigestInit_ex(ss.parts, EVP_md5(), NULL)) {
+			EVP_MD_CTX_free(ss.parts);
+			ss.parts = NULL;
+		}
 		rc = objstore_put_stream(dst, dkey, src_size, stream_fill, &ss, etag, &oe);
+		parts_etag(&ss, multipart);
+		EVP_MD_CTX_free(ss.parts);
 	}
 	sink_end(&s, md5, sha_src);
 	if (rc < 0) {
@@ -560,10 +598,14 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 		(void)objstore_delete(dst, dkey, NULL);
 		goto out;
 	}
-	/* Verify what the site bucket now holds: the store's own hash of a
-	 * single PUT, else the bytes read back (hashed, not kept). */
-	uint64_t size = 0;
-	rc = objstore_head(dst, dkey, &size, NULL, &oe);
+	/* Verify what the site bucket now holds: the store's own hash of
+	 * what it received (the MD5 of a single PUT, or of the parts of a
+	 * multipart upload) when it is the hash of these bytes; else, and for
+	 * sha256, the bytes read back (hashed, not kept). */
+	bool store_vouches = !sha && (strcmp(etag, md5) == 0 ||
+	                              (multipart[0] != '\0' && strcmp(etag, multipart) == 0));
+	uint64_t size = src_size;
+	rc = store_vouches ? 0 : objstore_head(dst, dkey, &size, NULL, &oe);
 	if (rc == 0 && size != src_size) {
 		rc = -EIO;
 		snprintf(why, whylen,
@@ -571,7 +613,7 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 		         dkey, size, src_size);
 		goto out;
 	}
-	if (rc == 0 && (!single || sha || !objstore_etag_is_md5(etag) || strcmp(etag, md5) != 0)) {
+	if (rc == 0 && !store_vouches) {
 		rc = sink_begin(&back, r, j, sha, false, false);
 		if (rc == 0)
 			rc = sink_fetch(dst, dkey, &back, &oe);
