@@ -55,6 +55,13 @@ struct s3_req {
 	uint64_t attempt_start; /* first byte asked for by this attempt */
 	int cb_rc;
 	int attempts;
+	/* A PUT whose body fill gives as curl sends it (staged a chunk at a
+	 * time): one attempt only, since the source is read once. */
+	objstore_fill_cb fill;
+	void *fill_arg;
+	uint64_t up_len, up_done;
+	char *stage;
+	size_t stage_cap, stage_len, stage_pos;
 };
 
 static struct objstore_s3 *S(struct objstore *st)
@@ -209,6 +216,30 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+static size_t on_read(char *p, size_t size, size_t n, void *arg)
+{
+	struct s3_req *r = arg;
+	if (r->stage_pos == r->stage_len) {
+		if (r->up_done == r->up_len)
+			return 0;
+		size_t chunk = r->up_len - r->up_done < r->stage_cap
+		                   ? (size_t)(r->up_len - r->up_done)
+		                   : r->stage_cap;
+		int rc = r->fill(r->fill_arg, r->up_done, r->stage, chunk);
+		if (rc < 0) {
+			r->cb_rc = rc;
+			return CURL_READFUNC_ABORT;
+		}
+		r->stage_len = chunk;
+		r->stage_pos = 0;
+		r->up_done += chunk;
+	}
+	size_t k = size * n < r->stage_len - r->stage_pos ? size * n : r->stage_len - r->stage_pos;
+	memcpy(p, r->stage + r->stage_pos, k);
+	r->stage_pos += k;
+	return k;
+}
+
 /* Prepares r->h for one attempt of r. */
 static int s3_setup(struct objstore_s3 *s3, struct s3_req *r)
 {
@@ -232,7 +263,7 @@ static int s3_setup(struct objstore_s3 *s3, struct s3_req *r)
 	r->hdrs = curl_slist_append(r->hdrs, line);
 	/* No "Expect:" to suppress 100-continue: curl 7.88 would sign the empty header it then
 	 * does not send, and S3 would reject the signature. */
-	if (r->body)
+	if (r->body || r->fill)
 		r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/octet-stream");
 	if (r->ranged || r->delivered > 0) {
 		uint64_t start = r->offset + r->delivered;
@@ -275,6 +306,12 @@ static int s3_setup(struct objstore_s3 *s3, struct s3_req *r)
 		if (r->body) {
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+		} else if (r->fill) {
+			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+			curl_easy_setopt(h, CURLOPT_READDATA, r);
+			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->up_len);
+			curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
 		}
 	}
 	return 0;
@@ -383,8 +420,12 @@ static int s3_classify(struct objstore_s3 *s3, struct s3_req *r, CURLcode c,
 	const char *bucket = s3->base.bucket, *prefix = s3->base.prefix;
 	const char *key = r->key ? r->key : "";
 	char code[64] = "", msg[256] = "";
-	bool last = r->attempts >= s3->opt.max_attempts;
+	bool last = r->attempts >= s3->opt.max_attempts || r->fill != NULL;
 
+	if (r->cb_rc < 0 && r->fill != NULL)
+		return objstore_fail(err, r->cb_rc, (int)r->status, "SourceFailed",
+		                     "%s/%s%s: the data to store could not be read: %s", bucket,
+		                     prefix, key, strerror(-r->cb_rc));
 	if (r->cb_rc < 0 && r->cb_rc != -EPROTO)
 		return objstore_fail(err, r->cb_rc, (int)r->status, "Aborted",
 		                     "%s %s/%s%s: stopped: %s", r->method, bucket, prefix, key,
@@ -889,13 +930,46 @@ out:
 	return rc;
 }
 
-/* A multipart upload a window of parallel_parts parts at a time, each
- * window filled (in order) before it is sent. */
+/* One PUT whose body is read from the source as it is sent (no buffer of
+ * the whole, no parts): S3 takes up to 5 GiB in one PUT. */
+#define STREAM_PUT_MAX   (5ull << 30)
+#define STREAM_STAGE_MAX (16u << 20)
+
+static int s3_put_streamed(struct objstore_s3 *s3, const char *key, uint64_t len,
+                           objstore_fill_cb fill, void *arg, char ret_etag[OBJSTORE_ETAG_MAX],
+                           struct objstore_error *err)
+{
+	struct s3_req r = {
+	    .method = "PUT", .key = key, .fill = fill, .fill_arg = arg, .up_len = len};
+	r.stage_cap = len < STREAM_STAGE_MAX ? (size_t)len : STREAM_STAGE_MAX;
+	r.stage = malloc(r.stage_cap ? r.stage_cap : 1);
+	if (r.stage == NULL)
+		return objstore_fail(err, -ENOMEM, 0, "NoMemory", "out of memory");
+	/* The body is not known before it is sent: SigV4's unsigned payload. */
+	snprintf(r.sha, sizeof(r.sha), "UNSIGNED-PAYLOAD");
+	r.url = object_url(s3, key, NULL);
+	int rc = s3_perform(s3, &r, err);
+	if (rc == 0 && ret_etag)
+		memcpy(ret_etag, r.etag, sizeof(r.etag));
+	if (rc == 0)
+		objstore_report(&s3->base, len);
+	s3_req_done(&r);
+	free(r.stage);
+	/* Some S3-compatible servers keep what arrived of an aborted PUT. */
+	if (rc < 0 && r.cb_rc < 0)
+		(void)s3_del(&s3->base, key, NULL);
+	return rc;
+}
+
+/* Beyond one PUT: a multipart upload a window of parallel_parts parts at a
+ * time, each window filled (in order) before it is sent. */
 static int s3_put_stream(struct objstore *st, const char *key, uint64_t len, objstore_fill_cb fill,
                          void *arg, char ret_etag[OBJSTORE_ETAG_MAX], struct objstore_error *err)
 {
 	struct objstore_s3 *s3 = S(st);
 	size_t part = s3->opt.part_size, npool = (size_t)s3->opt.parallel_parts;
+	if (len > part && len <= STREAM_PUT_MAX)
+		return s3_put_streamed(s3, key, len, fill, arg, ret_etag, err);
 	if (len <= part) {
 		char *buf = malloc(len ? (size_t)len : 1);
 		if (buf == NULL)
