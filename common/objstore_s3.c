@@ -933,7 +933,7 @@ out:
 /* One PUT whose body is read from the source as it is sent (no buffer of
  * the whole, no parts): S3 takes up to 5 GiB in one PUT. */
 #define STREAM_PUT_MAX   (5ull << 30)
-#define STREAM_STAGE_MAX (16u << 20)
+#define STREAM_STAGE_MAX (4u << 20)
 
 static int s3_put_streamed(struct objstore_s3 *s3, const char *key, uint64_t len,
                            objstore_fill_cb fill, void *arg, char ret_etag[OBJSTORE_ETAG_MAX],

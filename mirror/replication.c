@@ -472,30 +472,99 @@ static int sink_fetch(struct objstore *st, const char *key, struct copy_sink *s,
 	return rc;
 }
 
-/* A streamed copy's source: each chunk the upload asks for is a ranged
- * GET, hashed in order as it passes. */
+/* A streamed copy's source: one GET, read on a thread of its own into a
+ * ring while the upload sends what came before (the read and the write
+ * overlap, and neither holds the object); the upload takes the bytes in
+ * order, hashed as they pass. */
+#define PIPE_CAP (16u << 20)
+
 struct stream_source {
 	struct copy_sink *sink;
 	struct objstore *src;
 	const char *key;
-	struct objstore_error *oe;
-	/* The S3 ETag the parts make (the MD5 of their MD5s, "-N"): the
-	 * upload asks for its bytes a part at a time. */
+	struct objstore_error *oe; /* the reader's; read after it is joined */
+	/* The S3 ETag the parts make (the MD5 of their MD5s, "-N"), for
+	 * uploads that ask for their bytes a part at a time. */
 	EVP_MD_CTX *parts;
 	unsigned nparts;
+	pthread_t reader;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint8_t *ring;
+	size_t head, avail; /* the oldest unread byte, and how many follow */
+	uint64_t taken;     /* bytes handed to the upload */
+	bool eof, cancel;
+	int err;
 };
+
+static int pipe_push(void *arg, const void *data, size_t len)
+{
+	struct stream_source *ss = arg;
+	const uint8_t *p = data;
+	pthread_mutex_lock(&ss->lock);
+	while (len > 0) {
+		while (ss->avail == PIPE_CAP && !ss->cancel)
+			pthread_cond_wait(&ss->cond, &ss->lock);
+		if (ss->cancel) {
+			pthread_mutex_unlock(&ss->lock);
+			return -ECANCELED;
+		}
+		size_t tail = (ss->head + ss->avail) % PIPE_CAP;
+		size_t room = PIPE_CAP - ss->avail, run = PIPE_CAP - tail;
+		size_t n = len < room ? len : room;
+		if (n > run)
+			n = run;
+		memcpy(ss->ring + tail, p, n);
+		ss->avail += n;
+		p += n;
+		len -= n;
+		pthread_cond_broadcast(&ss->cond);
+	}
+	pthread_mutex_unlock(&ss->lock);
+	return 0;
+}
+
+static void *pipe_reader(void *arg)
+{
+	struct stream_source *ss = arg;
+	int rc = objstore_get(ss->src, ss->key, 0, 0, pipe_push, ss, ss->oe);
+	pthread_mutex_lock(&ss->lock);
+	ss->eof = true;
+	ss->err = rc;
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	return NULL;
+}
 
 static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
 {
 	struct stream_source *ss = arg;
-	size_t got = 0;
-	int rc = objstore_get_buf(ss->src, ss->key, offset, len, buf, len, &got, ss->oe);
-	if (rc == 0 && got != len)
-		rc = objstore_fail(ss->oe, -EIO, 0, "ShortRead",
-		                   "%s: %zu of %zu bytes at offset %" PRIu64, ss->key, got, len,
-		                   offset);
-	if (rc < 0)
-		return rc;
+	if (offset != ss->taken)
+		return -ESPIPE; /* the upload asks in order; anything else is a bug */
+	uint8_t *out = buf;
+	size_t want = len;
+	pthread_mutex_lock(&ss->lock);
+	while (want > 0) {
+		while (ss->avail == 0 && !ss->eof)
+			pthread_cond_wait(&ss->cond, &ss->lock);
+		if (ss->avail == 0) {
+			int err = ss->err < 0 ? ss->err : -EIO; /* shorter than it said */
+			pthread_mutex_unlock(&ss->lock);
+			return err;
+		}
+		size_t run = PIPE_CAP - ss->head;
+		size_t n = want < ss->avail ? want : ss->avail;
+		if (n > run)
+			n = run;
+		memcpy(out, ss->ring + ss->head, n);
+		ss->head = (ss->head + n) % PIPE_CAP;
+		ss->avail -= n;
+		out += n;
+		want -= n;
+		pthread_cond_broadcast(&ss->cond);
+	}
+	pthread_mutex_unlock(&ss->lock);
+	ss->taken += len;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned n = 0;
 	if (ss->parts != NULL && EVP_Digest(buf, len, md, &n, EVP_md5(), NULL)) {
@@ -503,6 +572,40 @@ static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
 		ss->nparts++;
 	}
 	return sink_data(ss->sink, buf, len);
+}
+
+/* Starts the reader; 0 or -ENOMEM / -EAGAIN. */
+static int pipe_start(struct stream_source *ss)
+{
+	ss->ring = malloc(PIPE_CAP);
+	if (ss->ring == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&ss->lock, NULL);
+	pthread_cond_init(&ss->cond, NULL);
+	if (pthread_create(&ss->reader, NULL, pipe_reader, ss) != 0) {
+		pthread_mutex_destroy(&ss->lock);
+		pthread_cond_destroy(&ss->cond);
+		free(ss->ring);
+		ss->ring = NULL;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Stops the reader (if the upload ended early) and frees the ring. */
+static void pipe_stop(struct stream_source *ss)
+{
+	if (ss->ring == NULL)
+		return;
+	pthread_mutex_lock(&ss->lock);
+	ss->cancel = true;
+	pthread_cond_broadcast(&ss->cond);
+	pthread_mutex_unlock(&ss->lock);
+	pthread_join(ss->reader, NULL);
+	pthread_mutex_destroy(&ss->lock);
+	pthread_cond_destroy(&ss->cond);
+	free(ss->ring);
+	ss->ring = NULL;
 }
 
 /* The multipart ETag of what stream_fill passed: "HEX-N". */
@@ -577,7 +680,19 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 			EVP_MD_CTX_free(ss.parts);
 			ss.parts = NULL;
 		}
-		rc = objstore_put_stream(dst, dkey, src_size, stream_fill, &ss, etag, &oe);
+		rc = pipe_start(&ss);
+		if (rc == 0) {
+			rc = objstore_put_stream(dst, dkey, src_size, stream_fill, &ss, etag, &oe);
+			pipe_stop(&ss);
+			if (ss.err == -ECANCELED)
+				se.message[0] = '\0'; /* stopped because the upload failed */
+			/* A failed source fails the upload; say so rather than
+			 * what the upload saw. */
+			if (rc < 0 && ss.err < 0 && ss.err != -ECANCELED && se.message[0] == '\0')
+				snprintf(se.message, sizeof(se.message), "%s", strerror(-ss.err));
+		} else {
+			snprintf(oe.message, sizeof(oe.message), "cannot start the source reader");
+		}
 		parts_etag(&ss, multipart);
 		EVP_MD_CTX_free(ss.parts);
 	}
