@@ -676,7 +676,10 @@ static int copy_object(struct replication *r, const struct job *j, char md5_out[
 	} else {
 		struct stream_source ss = {
 		    .sink = &s, .src = src, .key = j->key, .oe = &se, .parts = EVP_MD_CTX_new()};
-		if (ss.parts != NULL && !EVP_DigestInit_ex(ss.parts, EVP_md5(), NULL)) {
+		/* Part hashes only where S3 needs parts (past one PUT's 5 GiB):
+		 * below, the store's ETag is the MD5 of the whole. */
+		if (ss.parts != NULL &&
+		    (src_size <= (5ull << 30) || !EVP_DigestInit_ex(ss.parts, EVP_md5(), NULL))) {
 			EVP_MD_CTX_free(ss.parts);
 			ss.parts = NULL;
 		}
