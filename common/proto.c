@@ -61,6 +61,8 @@ const char *proto_msg_name(unsigned type)
 		return "CACHE_REGISTER";
 	case MT_CACHE_MEMBERS:
 		return "CACHE_MEMBERS";
+	case MT_GC:
+		return "GC";
 	default:
 		return "UNKNOWN";
 	}

@@ -50,6 +50,9 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_BLOCK_READ = 40,
 	        MT_CACHE_REGISTER = 41,
 	        MT_CACHE_MEMBERS = 42,
+
+	        /* Garbage collection at the primary (primary/gc.c). */
+	        MT_GC = 60,
 };
 
 enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };

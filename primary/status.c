@@ -65,6 +65,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_double(&w, (double)(primary_now_ns() - p->started) / 1e9);
 	json_key(&w, "subscribers");
 	stream_write_status(p->stream, &w);
+	json_key(&w, "gc");
+	gc_write_status(p->gc, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;
@@ -75,6 +77,7 @@ static int metrics(void *arg, struct evbuffer *body, const char **ret_content_ty
 {
 	struct primary *p = arg;
 	stream_update_metrics(p->stream);
+	gc_update_metrics(p->gc);
 	return metrics_handler(p->metrics, body, ret_content_type);
 }
 
