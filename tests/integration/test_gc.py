@@ -36,16 +36,19 @@ class FileOrigin:
     name = "file"
 
     def __init__(self, tmp):
-        self.tmp = tmp
+        # Named in the configuration: with a PostgreSQL store the primary
+        # has no --data-dir to put its default origin under.
+        self.dir = os.path.join(os.path.realpath(tmp), "objects")
+        os.makedirs(self.dir, exist_ok=True)
 
     def primary_config(self, cfg):
-        return cfg
+        return dict(cfg, origin="file://" + self.dir)
 
     def options(self):
         return []
 
     def attach(self, primary):
-        self.dir = os.path.join(os.path.realpath(primary.data_dir), "objects")
+        pass
 
     def exists(self, key):
         return os.path.exists(os.path.join(self.dir, key))
