@@ -387,6 +387,7 @@ struct due {
 	char *key;
 	uint64_t size;
 	int64_t time;
+	bool referenced; /* by a node: the row goes, the object stays */
 };
 
 struct due_list {
@@ -412,7 +413,7 @@ static int collect_cb(void *arg, const struct store_trash *t)
 	char *k = strdup(t->key);
 	if (k == NULL)
 		return -ENOMEM;
-	d->v[d->n++] = (struct due){k, t->size, t->time};
+	d->v[d->n++] = (struct due){k, t->size, t->time, false};
 	return 0;
 }
 
@@ -421,6 +422,45 @@ static void due_free(struct due_list *d)
 	for (size_t i = 0; i < d->n; i++)
 		free(d->v[i].key);
 	free(d->v);
+}
+
+/* Trash rows to remove, written in transactions of REMOVE_BATCH rows: one
+ * commit (and fsync) per object would compete with the committer. */
+#define REMOVE_BATCH 256
+
+struct removals {
+	struct store_trash *v;
+	size_t n;
+	bool failed;
+};
+
+static void removals_flush(struct gc *g, struct removals *rm)
+{
+	if (rm->n == 0)
+		return;
+	/* A deleted object whose row stays is deleted again next pass, which
+	 * succeeds on a missing key: nothing is lost. */
+	if (store_trash_remove(g->st, rm->v, rm->n) < 0)
+		log_warn(
+		    "gc: removing %zu rows from the trash list: %s; they are retried next pass",
+		    rm->n, store_error(g->st));
+	rm->n = 0;
+}
+
+static void removals_add(struct gc *g, struct removals *rm, const struct due *e)
+{
+	if (rm->v == NULL) {
+		rm->v = calloc(REMOVE_BATCH, sizeof(*rm->v));
+		if (rm->v == NULL) {
+			if (!rm->failed)
+				log_warn("gc: out of memory: trash rows stay until the next pass");
+			rm->failed = true;
+			return;
+		}
+	}
+	rm->v[rm->n++] = (struct store_trash){.bucket = g->bucket, .key = e->key, .time = e->time};
+	if (rm->n == REMOVE_BATCH)
+		removals_flush(g, rm);
 }
 
 static void pass_error(struct gc *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -476,22 +516,18 @@ static void run_pass(struct gc *g, struct gc_job *j)
 
 	/* A trashed object some node still names (an import of it, a copy of
 	 * the layout) is not garbage: its row goes, the object stays. */
-	size_t keep = 0;
+	struct removals rm = {0};
 	uint64_t referenced = 0;
 	for (size_t i = 0; i < d.n; i++) {
 		struct due *e = &d.v[i];
 		if (keyset_has(&j->refs, e->key, strlen(e->key)) || rescued(g, e->key)) {
-			if (store_trash_remove(g->st, g->bucket, e->key, e->time) < 0)
-				log_warn("gc: removing the row of referenced '%s': %s", e->key,
-				         store_error(g->st));
+			e->referenced = true;
+			removals_add(g, &rm, e);
 			referenced++;
-			free(e->key);
-			continue;
 		}
-		d.v[keep++] = *e;
 	}
-	d.n = keep;
-	uint64_t would = d.n;
+	removals_flush(g, &rm);
+	uint64_t would = d.n - referenced;
 
 	uint64_t total = j->live + trashed;
 	bool over_count = would > set.max_count;
@@ -523,6 +559,7 @@ static void run_pass(struct gc *g, struct gc_job *j)
 		g->view.last_deleted = g->view.last_failed = 0;
 		snprintf(g->view.held_reason, sizeof(g->view.held_reason), "%s", why);
 		pthread_mutex_unlock(&g->lock);
+		free(rm.v);
 		due_free(&d);
 		return;
 	}
@@ -535,7 +572,7 @@ static void run_pass(struct gc *g, struct gc_job *j)
 		if (stop)
 			break;
 		struct due *e = &d.v[i];
-		if (rescued(g, e->key))
+		if (e->referenced || rescued(g, e->key))
 			continue;
 		struct objstore_error oe = {0};
 		r = objstore_delete(g->os, e->key, &oe);
@@ -557,12 +594,10 @@ static void run_pass(struct gc *g, struct gc_job *j)
 		}
 		deleted++;
 		deleted_bytes += e->size;
-		if (store_trash_remove(g->st, g->bucket, e->key, e->time) < 0)
-			/* The object is gone; its row comes back next pass and a
-			 * second delete of a missing key is a success. */
-			log_warn("gc: removing the trash row of '%s': %s", e->key,
-			         store_error(g->st));
+		removals_add(g, &rm, e);
 	}
+	removals_flush(g, &rm);
+	free(rm.v);
 	if (failed > GC_LOG_FAILURES)
 		log_warn("gc: %llu deletes failed in this pass", (unsigned long long)failed);
 	if (deleted > 0 || failed > 0)

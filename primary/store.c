@@ -475,9 +475,11 @@ int store_trash_list(struct store *st, int64_t before, size_t max, store_trash_f
 	return st->ops->trash_list(st, before, max, fn, arg);
 }
 
-int store_trash_remove(struct store *st, const char *bucket, const char *key, int64_t time)
+int store_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
 {
-	return st->ops->trash_remove(st, bucket, key, time);
+	if (n == 0)
+		return 0;
+	return st->ops->trash_remove(st, rows, n);
 }
 
 int store_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes)

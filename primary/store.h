@@ -115,9 +115,9 @@ typedef int (*store_trash_fn)(void *arg, const struct store_trash *t);
 /* Calls fn for trash rows with time < before, oldest first, at most max
  * of them. Pointers in *t are valid during the call only. */
 int store_trash_list(struct store *st, int64_t before, size_t max, store_trash_fn fn, void *arg);
-/* Removes the row of (bucket, key) if it still has this time (a row
- * trashed again meanwhile stays). */
-int store_trash_remove(struct store *st, const char *bucket, const char *key, int64_t time);
+/* Removes the rows of rows[i].bucket and .key that still have rows[i].time
+ * (a row trashed again meanwhile stays), all in one transaction. */
+int store_trash_remove(struct store *st, const struct store_trash *rows, size_t n);
 /* Rows and summed sizes of the trash table. */
 int store_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes);
 

@@ -1124,20 +1124,38 @@ static int pg_trash_list(struct store *st, int64_t before, size_t max, store_tra
 	return r < 0 ? r : 0;
 }
 
-static int pg_trash_remove(struct store *st, const char *bucket, const char *key, int64_t time)
+static int pg_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
 {
 	struct pg_store *p = pg(st);
 	int r = pg_ready(p);
 	if (r < 0)
 		return r;
-	char t[24];
-	snprintf(t, sizeof(t), "%lld", (long long)time);
-	const char *values[3] = {bucket, key, t};
+	struct pg_arr *a = &p->arr[COL_T_BUCKET];
+	arr_begin(&a[0], OID_TEXT);
+	arr_begin(&a[1], OID_TEXT);
+	arr_begin(&a[2], OID_INT8);
+	for (size_t i = 0; i < n; i++) {
+		arr_bytes(&a[0], rows[i].bucket, strlen(rows[i].bucket));
+		arr_bytes(&a[1], rows[i].key, strlen(rows[i].key));
+		arr_i64(&a[2], store_i64_to_u64(rows[i].time));
+	}
+	const char *values[3];
+	int lengths[3], formats[3] = {1, 1, 1};
+	for (int k = 0; k < 3; k++) {
+		arr_end(&a[k]);
+		if (a[k].oom || a[k].len > INT32_MAX) {
+			store_seterr(st, "removal of %zu trash rows: too large", n);
+			return a[k].oom ? -ENOMEM : -E2BIG;
+		}
+		values[k] = (const char *)a[k].buf;
+		lengths[k] = (int)a[k].len;
+	}
 	return pg_check(p,
 	                PQexecParams(p->conn,
-	                             "DELETE FROM trash WHERE bucket = $1 AND key = $2"
-	                             " AND time = $3::bigint",
-	                             3, NULL, values, NULL, NULL, 0),
+	                             "DELETE FROM trash t USING unnest($1::text[], $2::text[],"
+	                             " $3::bigint[]) AS d(bucket, key, time) WHERE t.bucket ="
+	                             " d.bucket AND t.key = d.key AND t.time = d.time",
+	                             3, NULL, values, lengths, formats, 0),
 	                PGRES_COMMAND_OK, "removal from the trash list");
 }
 

@@ -664,17 +664,24 @@ static int sq_trash_list(struct store *st, int64_t before, size_t max, store_tra
 	return r < 0 ? r : 0;
 }
 
-static int sq_trash_remove(struct store *st, const char *bucket, const char *key, int64_t time)
+static int sq_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
 {
 	struct sq_store *s = sq(st);
 	sqlite3_stmt *stmt = NULL;
 	int r = sq_stmt(s, SQ_TRASH_REMOVE, "removal from the trash list", &stmt);
-	if (r < 0)
+	if (r < 0 || (r = sq_simple(s, SQ_BEGIN, "begin of a trash removal")) < 0)
 		return r;
-	sqlite3_bind_text(stmt, 1, bucket, -1, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 3, time);
-	return sq_run(s, stmt, "removal from the trash list");
+	for (size_t i = 0; i < n && r == 0; i++) {
+		sqlite3_bind_text(stmt, 1, rows[i].bucket, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, rows[i].key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 3, rows[i].time);
+		r = sq_run(s, stmt, "removal from the trash list");
+	}
+	if (r == 0)
+		r = sq_simple(s, SQ_COMMIT, "commit of a trash removal");
+	if (r < 0)
+		sq_rollback(s);
+	return r;
 }
 
 static int sq_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes)
