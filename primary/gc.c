@@ -70,10 +70,49 @@ static bool str_is(const msgpack_object_str *s, const char *c)
 	return s->size == n && memcmp(s->ptr, c, n) == 0;
 }
 
+/* Well-formed UTF-8 without NUL: what a TEXT column takes. */
+static bool utf8_text(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	while (p < end) {
+		unsigned c = *p++;
+		size_t more;
+		unsigned min;
+		if (c == 0)
+			return false;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			more = 1, min = 0x80;
+		else if (c >= 0xe0 && c <= 0xef)
+			more = 2, min = 0x800;
+		else if (c >= 0xf0 && c <= 0xf4)
+			more = 3, min = 0x10000;
+		else
+			return false;
+		if ((size_t)(end - p) < more)
+			return false;
+		unsigned v = c & (0x3f >> more);
+		for (size_t i = 0; i < more; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+			v = v << 6 | (p[i] & 0x3f);
+		}
+		if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+			return false;
+		p += more;
+	}
+	return true;
+}
+
 /* The keys the system writes to (client/lib/transfer.c new_key): mp/ and
- * u/NAME/. Anything else in the origin was imported, not ours to delete. */
+ * u/NAME/. Anything else in the origin was imported, not ours to delete.
+ * A key the trash table could not hold as text (the client makes hex keys)
+ * is left alone rather than let it fail the commit it came with. */
 static bool key_is_ours(const char *k, size_t n)
 {
+	if (!utf8_text(k, n))
+		return false;
 	if (n > 3 && memcmp(k, "mp/", 3) == 0)
 		return true;
 	if (n > 2 && memcmp(k, "u/", 2) == 0) {
@@ -282,7 +321,7 @@ static int trash_add(struct gc_trash *t, const msgpack_object_str *b, const msgp
 	struct store_trash *r = &t->rows[t->n];
 	r->bucket = strndup(b->ptr, b->size);
 	r->key = strndup(k->ptr, k->size);
-	r->etag = strndup(etag->ptr, etag->size);
+	r->etag = utf8_text(etag->ptr, etag->size) ? strndup(etag->ptr, etag->size) : strdup("");
 	if (r->bucket == NULL || r->key == NULL || r->etag == NULL) {
 		free((char *)r->bucket);
 		free((char *)r->key);
