@@ -877,6 +877,14 @@ void gc_update_metrics(struct gc *g)
 	metric_set(g->m_last_pass, (double)v.last_pass_ns / 1e9);
 }
 
+static const char *env_or(const char *value, const char *name)
+{
+	if (value != NULL && value[0] != '\0')
+		return value;
+	const char *e = getenv(name);
+	return e != NULL && e[0] != '\0' ? e : NULL;
+}
+
 struct gc *gc_new(struct primary *p, const char *store_url, char **ret_err)
 {
 	struct gc *g = calloc(1, sizeof(*g));
@@ -907,14 +915,18 @@ struct gc *gc_new(struct primary *p, const char *store_url, char **ret_err)
 		}
 		g->curl_inited = true;
 	}
+	/* As the client does (client/lib/buckets.c), the AWS_* variables stand
+	 * in for settings the file leaves out, so keys need not be in it. */
 	const struct primary_config *cfg = &p->cfg;
 	struct objstore_options opt = {
-	    .endpoint = cfg->gc_s3_endpoint,
-	    .region = cfg->gc_s3_region,
-	    .access_key = cfg->gc_s3_access_key,
-	    .secret_key = cfg->gc_s3_secret_key,
+	    .endpoint = env_or(cfg->gc_s3_endpoint, "AWS_ENDPOINT_URL"),
+	    .region = env_or(cfg->gc_s3_region, "AWS_REGION"),
+	    .access_key = env_or(cfg->gc_s3_access_key, "AWS_ACCESS_KEY_ID"),
+	    .secret_key = env_or(cfg->gc_s3_secret_key, "AWS_SECRET_ACCESS_KEY"),
 	    .path_style = cfg->gc_s3_path_style,
 	};
+	if ((opt.access_key == NULL) != (opt.secret_key == NULL))
+		opt.access_key = opt.secret_key = NULL;
 	struct objstore_error oe = {0};
 	if (objstore_open(p->origin, &opt, &g->os, &oe) < 0) {
 		if (asprintf(ret_err, "gc: cannot open the origin %s: %s", p->origin, oe.message) <
