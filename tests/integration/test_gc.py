@@ -302,6 +302,35 @@ def test_restart_keeps_trash(tmp):
     p.stop()
 
 
+def test_delete_failure_retried(tmp):
+    """A delete that fails leaves its row: counted, logged, named in the
+    status, and retried by the next pass; a missing object counts as done."""
+    origin = FileOrigin(tmp)
+    p, cli = start(tmp, origin, store=mp.fresh_store("gcfail"))
+    [k1] = put(tmp, cli, "/a", b"a")
+    [k2] = put(tmp, cli, "/b", b"b")
+    cli.run("rm", "/a")
+    cli.run("rm", "/b")
+    # The file of k1 becomes a directory holding a file: unlink fails.
+    path = os.path.join(origin.dir, k1)
+    os.unlink(path)
+    os.makedirs(os.path.join(path, "inside"))
+    os.unlink(os.path.join(origin.dir, k2))  # already gone: done
+    wait_retention(time.monotonic())
+    since = p.log_size()
+    st = gc(cli, "--now")
+    assert st["last_pass_deleted"] == 1 and st["last_pass_failed"] == 1, st
+    assert st["trash_objects"] == 1 and k1 in st["last_error"], st
+    p.wait_log("deleting '%s' from the origin failed" % k1, since=since)
+    assert p.metrics().get("mp_primary_gc_failures_total") == 1
+    os.rmdir(os.path.join(path, "inside"))
+    os.rmdir(path)
+    st = gc(cli, "--now")
+    assert st["last_pass_deleted"] == 1 and st["last_pass_failed"] == 0, st
+    assert st["trash_objects"] == 0 and st["last_error"] == "", st
+    p.stop()
+
+
 def test_bad_input(tmp):
     """Bad configuration and requests are refused naming what was wrong."""
     origin = FileOrigin(tmp)
