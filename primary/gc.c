@@ -724,6 +724,12 @@ static void start_pass(void *arg)
 			keyset_free(&j->refs);
 		free(j);
 		g->busy = false;
+		struct request *r;
+		while ((r = TAILQ_FIRST(&g->waiting_next)) != NULL) {
+			TAILQ_REMOVE(&g->waiting_next, r, entry);
+			conn_send_error(r->c, r->id, -ENOMEM, "GC: out of memory starting a pass");
+			request_free(r);
+		}
 		return;
 	}
 	j->live = j->refs.n;
