@@ -222,7 +222,9 @@ struct gc {
 	struct primary *p;
 	char *bucket;
 	struct store *st;    /* the thread's */
-	struct objstore *os; /* the thread's */
+	struct objstore *os; /* the thread's; opened by the first pass */
+	char *origin_url, *endpoint, *region, *access_key, *secret_key;
+	bool path_style;
 	bool curl_inited;
 	pthread_t thread;
 	bool thread_started;
@@ -506,7 +508,7 @@ static void pass_error(struct gc *g, const char *fmt, ...) __attribute__((format
 
 static void pass_error(struct gc *g, const char *fmt, ...)
 {
-	char msg[300];
+	char msg[700];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -537,6 +539,26 @@ static void run_pass(struct gc *g, struct gc_job *j)
 	                     ? INT64_MAX
 	                     : (int64_t)set.retention_ms * 1000000;
 	int64_t before = j->now - ret_ns;
+	if (g->os == NULL) {
+		struct objstore_options opt = {
+		    .endpoint = g->endpoint,
+		    .region = g->region,
+		    .access_key = g->access_key,
+		    .secret_key = g->secret_key,
+		    .path_style = g->path_style,
+		};
+		struct objstore_error oe = {0};
+		if (objstore_open(g->origin_url, &opt, &g->os, &oe) < 0) {
+			pass_error(g, "cannot open the origin %s: %s; retrying next pass",
+			           g->origin_url, oe.message);
+			g->os = NULL;
+			pthread_mutex_lock(&g->lock);
+			g->view.state = "idle";
+			g->view.failures_total++;
+			pthread_mutex_unlock(&g->lock);
+			return;
+		}
+	}
 	struct due_list d = {.bucket = g->bucket};
 	uint64_t trashed = 0, bytes = 0;
 	int r = store_trash_list(g->st, before, GC_PASS_MAX, collect_cb, &d);
@@ -883,6 +905,15 @@ void gc_update_metrics(struct gc *g)
 	metric_set(g->m_last_pass, (double)v.last_pass_ns / 1e9);
 }
 
+static int dup_opt(char **out, const char *v)
+{
+	*out = NULL;
+	if (v == NULL)
+		return 0;
+	*out = strdup(v);
+	return *out == NULL ? -ENOMEM : 0;
+}
+
 static const char *env_or(const char *value, const char *name)
 {
 	if (value != NULL && value[0] != '\0')
@@ -922,24 +953,20 @@ struct gc *gc_new(struct primary *p, const char *store_url, char **ret_err)
 		g->curl_inited = true;
 	}
 	/* As the client does (client/lib/buckets.c), the AWS_* variables stand
-	 * in for settings the file leaves out, so keys need not be in it. */
+	 * in for settings the file leaves out, so keys need not be in it. The
+	 * origin is opened by the first pass: one that cannot be reached now
+	 * must not keep the namespace from being served. */
 	const struct primary_config *cfg = &p->cfg;
-	struct objstore_options opt = {
-	    .endpoint = env_or(cfg->gc_s3_endpoint, "AWS_ENDPOINT_URL"),
-	    .region = env_or(cfg->gc_s3_region, "AWS_REGION"),
-	    .access_key = env_or(cfg->gc_s3_access_key, "AWS_ACCESS_KEY_ID"),
-	    .secret_key = env_or(cfg->gc_s3_secret_key, "AWS_SECRET_ACCESS_KEY"),
-	    .path_style = cfg->gc_s3_path_style,
-	};
-	if ((opt.access_key == NULL) != (opt.secret_key == NULL))
-		opt.access_key = opt.secret_key = NULL;
-	struct objstore_error oe = {0};
-	if (objstore_open(p->origin, &opt, &g->os, &oe) < 0) {
-		if (asprintf(ret_err, "gc: cannot open the origin %s: %s", p->origin, oe.message) <
-		    0)
-			*ret_err = NULL;
-		goto fail;
-	}
+	const char *ak = env_or(cfg->gc_s3_access_key, "AWS_ACCESS_KEY_ID");
+	const char *sk = env_or(cfg->gc_s3_secret_key, "AWS_SECRET_ACCESS_KEY");
+	if ((ak == NULL) != (sk == NULL))
+		ak = sk = NULL;
+	if (dup_opt(&g->origin_url, p->origin) < 0 ||
+	    dup_opt(&g->endpoint, env_or(cfg->gc_s3_endpoint, "AWS_ENDPOINT_URL")) < 0 ||
+	    dup_opt(&g->region, env_or(cfg->gc_s3_region, "AWS_REGION")) < 0 ||
+	    dup_opt(&g->access_key, ak) < 0 || dup_opt(&g->secret_key, sk) < 0)
+		goto nomem;
+	g->path_style = cfg->gc_s3_path_style;
 	g->timer_ev = evtimer_new(p->base, persist_cb, g);
 	g->done_ev = event_new(p->base, -1, 0, done_cb, g);
 	if (g->timer_ev == NULL || g->done_ev == NULL)
@@ -998,6 +1025,13 @@ void gc_free(struct gc *g)
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->cond);
 	free(g->bucket);
+	free(g->origin_url);
+	free(g->endpoint);
+	free(g->region);
+	free(g->access_key);
+	if (g->secret_key != NULL)
+		explicit_bzero(g->secret_key, strlen(g->secret_key));
+	free(g->secret_key);
 	free(g);
 }
 

@@ -344,6 +344,15 @@ def test_bad_input(tmp):
         c.error("EINVAL", GC, {"action": "confirm"}, contains="nothing to confirm")
     cli.run("gc", "--now", "--confirm", expect=2)
     p2.stop()
+    # An origin GC cannot open does not keep the primary from serving: the
+    # pass fails, says why, and is retried.
+    gone = os.path.join(tmp, "no-such-dir")
+    p3 = mp.Primary(tmp, config=dict(BASE, origin="file://" + gone), name="p3")
+    cli3 = mp.Cli(tmp, p3, None)
+    cli3.run("mkdir", "/d")
+    st = gc(cli3, "--now")
+    assert "cannot open the origin" in st["last_error"] and st["failures_total"] == 1, st
+    p3.stop()
 
 
 if __name__ == "__main__":
