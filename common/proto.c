@@ -81,6 +81,8 @@ const char *proto_msg_name(unsigned type)
 		return "WARMUP_START";
 	case MT_WARMUP_STATUS:
 		return "WARMUP_STATUS";
+	case MT_GC:
+		return "GC";
 	default:
 		return "UNKNOWN";
 	}

@@ -61,6 +61,9 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 
 	        MT_WARMUP_START = 50,
 	        MT_WARMUP_STATUS = 51,
+
+	        /* Garbage collection at the primary (primary/gc.c). */
+	        MT_GC = 60,
 };
 
 enum mutation_op { MUT_PUT = 1, MUT_DROP = 2 };

@@ -84,6 +84,11 @@ bool txn_touched_existed(const struct txn *t, size_t i)
 	return t->saved[i].existed;
 }
 
+const struct node_rec *txn_touched_before(const struct txn *t, size_t i)
+{
+	return t->saved[i].existed ? &t->saved[i].rec : NULL;
+}
+
 static int index_rebuild(struct txn *t, size_t cap)
 {
 	uint32_t *idx = calloc(cap, sizeof(*idx));

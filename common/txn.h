@@ -72,5 +72,8 @@ int txn_rollback(struct txn *t);
 size_t txn_touched_count(const struct txn *t);
 uint64_t txn_touched_ino(const struct txn *t, size_t i);
 bool txn_touched_existed(const struct txn *t, size_t i);
+/* Touched inode i as it was before the transaction, or NULL if it did not
+ * exist. Borrowed from the txn: valid until txn_free. */
+const struct node_rec *txn_touched_before(const struct txn *t, size_t i);
 
 #endif

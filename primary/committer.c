@@ -38,6 +38,7 @@ struct batch {
 	size_t capset;
 	struct store_node_change *changes;
 	struct node_rec *recs;
+	struct gc_trash trash; /* objects the batch's versions superseded */
 	struct store_batch sb;
 	int64_t started_ns;
 };
@@ -86,6 +87,7 @@ static void batch_free(struct batch *b)
 	free(b->set);
 	free(b->changes);
 	free(b->recs);
+	gc_trash_free(&b->trash);
 	free(b);
 }
 
@@ -464,6 +466,11 @@ static int run_request(struct committer *cm, struct batch *b, struct request *r,
 		if (batch_note_ino(b, txn_touched_ino(t, i)) < 0)
 			goto nomem;
 	uint64_t version = ++p->mem_version;
+	/* Losing a row leaks an object; failing the write cannot undo it. */
+	if (gc_note_txn(p->gc, t, version, now, &b->trash) < 0)
+		log_error("out of memory noting the objects version %llu superseded: they stay in "
+		          "the origin",
+		          (unsigned long long)version);
 	struct store_version *v = &b->versions[b->nversions++];
 	memset(v, 0, sizeof(*v));
 	v->version = version;
@@ -504,6 +511,8 @@ static int prepare_store_batch(struct committer *cm, struct batch *b)
 	b->sb.changes = b->changes;
 	b->sb.nchanges = b->ninos;
 	b->sb.version = p->mem_version;
+	b->sb.trash = b->trash.rows;
+	b->sb.ntrash = b->trash.n;
 	b->sb.next_ino = p->next_ino;
 	memcpy(b->sb.digest, b->versions[b->nversions - 1].digest, DIGEST_LEN);
 	return 0;

@@ -62,6 +62,29 @@ const struct config_option primary_config_table[] = {
      "Open connections at most", NULL},
     {"log_level", CONFIG_ENUM, OPT(log_level), 0, 0, "info", "debug, info, warn or error",
      log_levels},
+    {"gc.interval", CONFIG_DURATION, OPT(gc_interval_ms), 100, 0, "1h",
+     "How often garbage collection deletes superseded origin objects", NULL},
+    {"gc.retention", CONFIG_DURATION, OPT(gc_retention_ms), 0, 0, "1d",
+     "How long a superseded object stays before it may be deleted", NULL},
+    {"gc.max_delete_ratio", CONFIG_STRING, OPT(gc_max_delete_ratio), 0, 0, "0.1",
+     "Breaker: hold a pass that would delete more than this share (0..1) of the origin's "
+     "live and trashed objects until 'mp gc --confirm'",
+     NULL},
+    {"gc.max_delete_count", CONFIG_UINT, OPT(gc_max_delete_count), 0, 0, "10000",
+     "Breaker: hold a pass that would delete more than this many objects", NULL},
+    {"gc.bucket", CONFIG_STRING, OPT(gc_bucket), 0, 0, "origin",
+     "Alias layouts give the origin bucket; only its objects under mp/ and u/NAME/ are "
+     "collected",
+     NULL},
+    {"gc.s3.endpoint", CONFIG_STRING, OPT(gc_s3_endpoint), 0, 0, NULL,
+     "s3:// origin: endpoint for deletes (default AWS)", NULL},
+    {"gc.s3.region", CONFIG_STRING, OPT(gc_s3_region), 0, 0, NULL, "s3:// origin: region", NULL},
+    {"gc.s3.access_key", CONFIG_STRING, OPT(gc_s3_access_key), 0, 0, NULL,
+     "s3:// origin: access key for deletes", NULL},
+    {"gc.s3.secret_key", CONFIG_STRING, OPT(gc_s3_secret_key), 0, 0, NULL,
+     "s3:// origin: secret key for deletes", NULL},
+    {"gc.s3.path_style", CONFIG_BOOL, OPT(gc_s3_path_style), 0, 0, "true",
+     "s3:// origin: ENDPOINT/BUCKET/KEY requests", NULL},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL},
 };
 
@@ -85,6 +108,22 @@ static int check_config(void *arg, char **ret_err)
 	    strncmp(cfg->store, "postgresql://", 13) != 0)
 		return asprintf(ret_err, "store '%s': expected sqlite:PATH or postgres://...",
 		                cfg->store) < 0
+		           ? -ENOMEM
+		           : -EINVAL;
+	if (cfg->gc_max_delete_ratio != NULL) {
+		char *end = NULL;
+		double v = strtod(cfg->gc_max_delete_ratio, &end);
+		if (end == cfg->gc_max_delete_ratio || *end != '\0' || !(v >= 0 && v <= 1))
+			return asprintf(
+			           ret_err,
+			           "gc.max_delete_ratio '%.40s': expected a number from 0 to 1 "
+			           "(0.1 is 10%%)",
+			           cfg->gc_max_delete_ratio) < 0
+			           ? -ENOMEM
+			           : -EINVAL;
+	}
+	if ((cfg->gc_s3_access_key == NULL) != (cfg->gc_s3_secret_key == NULL))
+		return asprintf(ret_err, "gc.s3.access_key and gc.s3.secret_key go together") < 0
 		           ? -ENOMEM
 		           : -EINVAL;
 	if (cfg->origin != NULL && cfg->origin[0] != '\0') {

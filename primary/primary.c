@@ -221,6 +221,7 @@ static void reload(struct primary *p)
 	server_set_limits(p->server, p->cfg.max_frame_bytes, p->cfg.idle_timeout_ms,
 	                  p->cfg.max_connections);
 	stream_set_heartbeat(p->stream, p->cfg.heartbeat_interval_ms, p->cfg.retention_max_age_ms);
+	gc_configure(p->gc);
 	if (heartbeat_changed)
 		arm_heartbeat(p);
 	log_info("configuration reloaded from %s", p->config_path);
@@ -496,6 +497,9 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	p->committer = committer_new(p, writer, &err);
 	if (p->committer == NULL)
 		fatal("%s", err ? err : "cannot start the committer");
+	p->gc = gc_new(p, url, &err);
+	if (p->gc == NULL)
+		fatal("%s", err ? err : "cannot start garbage collection");
 	struct stream_host shost = {
 	    .owner = p,
 	    .ns = &p->ns,
@@ -566,6 +570,8 @@ int primary_run(struct primary_config *cfg, const char *config_path)
 	event_base_dispatch(p->base);
 
 	log_info("stopped at version %llu", (unsigned long long)p->version);
+	gc_free(p->gc);
+	p->gc = NULL;
 	server_free(p->server);
 	committer_free(p->committer);
 	struct request *rq;

@@ -22,6 +22,7 @@
 
 #include "changelog.h"
 #include "config.h"
+#include "gc.h"
 #include "metrics.h"
 #include "msg.h"
 #include "namespace.h"
@@ -52,6 +53,17 @@ struct primary_config {
 	uint64_t max_batch_writes;
 	uint64_t max_connections;
 	unsigned log_level;
+	/* gc.c */
+	uint64_t gc_interval_ms;
+	uint64_t gc_retention_ms;
+	char *gc_max_delete_ratio; /* a number in [0, 1], checked at load */
+	uint64_t gc_max_delete_count;
+	char *gc_bucket;
+	char *gc_s3_endpoint;
+	char *gc_s3_region;
+	char *gc_s3_access_key;
+	char *gc_s3_secret_key;
+	bool gc_s3_path_style;
 };
 
 extern const struct config_option primary_config_table[];
@@ -109,6 +121,7 @@ struct primary {
 	struct store *reader; /* change-log reads on the event loop */
 	const char *store_kind;
 	struct committer *committer;
+	struct gc *gc;
 	struct changelog *log;
 	struct server *server;
 	struct streamer *stream;

@@ -432,6 +432,10 @@ void rpc_dispatch(void *owner, struct conn *c, struct request *r)
 		                proto_msg_name(f->type));
 		goto done;
 	}
+	if (f->type == MT_GC) {
+		gc_request(p->gc, c, r);
+		return; /* taken */
+	}
 	if (reads_is_read(f->type)) {
 		metric_add(p->m_reads, 1);
 		/* Reads wait while the namespace is ahead of the store (so a

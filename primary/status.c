@@ -68,6 +68,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	stream_write_status(p->stream, &w);
 	json_key(&w, "sites");
 	site_table_write_json(p->sites, primary_now_ns(), &w);
+	json_key(&w, "gc");
+	gc_write_status(p->gc, &w);
 	json_end_object(&w);
 	evbuffer_add(body, "\n", 1);
 	*ret_content_type = JSON_CONTENT_TYPE;
@@ -78,6 +80,7 @@ static int metrics(void *arg, struct evbuffer *body, const char **ret_content_ty
 {
 	struct primary *p = arg;
 	stream_update_metrics(p->stream);
+	gc_update_metrics(p->gc);
 	return metrics_handler(p->metrics, body, ret_content_type);
 }
 

@@ -45,6 +45,21 @@ static const struct store_migration store_migrations[] = {
             " digest BYTEA NOT NULL, record BYTEA NOT NULL);",
         },
     },
+    {
+        2,
+        "creation of the trash table (schema version 2)",
+        {
+            "CREATE TABLE trash (bucket TEXT NOT NULL, key TEXT NOT NULL,"
+            " etag TEXT NOT NULL, size INTEGER NOT NULL, version INTEGER NOT NULL,"
+            " time INTEGER NOT NULL, PRIMARY KEY (bucket, key));"
+            "CREATE INDEX trash_time ON trash (time);",
+
+            "CREATE TABLE trash (bucket TEXT NOT NULL, key TEXT NOT NULL,"
+            " etag TEXT NOT NULL, size BIGINT NOT NULL, version BIGINT NOT NULL,"
+            " time BIGINT NOT NULL, PRIMARY KEY (bucket, key));"
+            "CREATE INDEX trash_time ON trash (time);",
+        },
+    },
 };
 
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -253,6 +268,14 @@ int store_check_batch(struct store *st, const struct store_batch *batch)
 			return -EINVAL;
 		}
 	}
+	for (size_t i = 0; i < batch->ntrash; i++) {
+		const struct store_trash *t = &batch->trash[i];
+		if (t->bucket == NULL || t->key == NULL || t->bucket[0] == '\0' ||
+		    t->key[0] == '\0') {
+			store_seterr(st, "trash row %zu has no bucket or key", i);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
@@ -443,4 +466,23 @@ int store_trim_log(struct store *st, uint64_t below)
 	if (below > INT64_MAX)
 		below = INT64_MAX;
 	return st->ops->trim_log(st, below);
+}
+
+int store_trash_list(struct store *st, int64_t before, size_t max, store_trash_fn fn, void *arg)
+{
+	if (max == 0)
+		return 0;
+	return st->ops->trash_list(st, before, max, fn, arg);
+}
+
+int store_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
+{
+	if (n == 0)
+		return 0;
+	return st->ops->trash_remove(st, rows, n);
+}
+
+int store_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes)
+{
+	return st->ops->trash_stats(st, ret_count, ret_bytes);
 }

@@ -15,7 +15,7 @@
 #include "namespace.h"
 #include "node.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_CLUSTER_ID_MAX 64
 
 struct store;
@@ -42,6 +42,18 @@ struct store_node_change {
 	const struct node_rec *rec;
 };
 
+/* An origin object no node references any more (primary/gc.c): kept in the
+ * trash table until a GC pass deleted it. One row per (bucket, key); a row
+ * trashed again takes the newer version and time. */
+struct store_trash {
+	const char *bucket;
+	const char *key;
+	const char *etag;
+	uint64_t size;    /* bytes of it the superseded layout used */
+	uint64_t version; /* the version that superseded it */
+	int64_t time;     /* that version's time, ns since the epoch */
+};
+
 /* One group commit: several versions in one store transaction. Every
  * pointer is borrowed for the duration of store_commit. */
 struct store_batch {
@@ -49,7 +61,9 @@ struct store_batch {
 	size_t nversions;
 	const struct store_node_change *changes; /* each inode at most once */
 	size_t nchanges;
-	uint64_t version; /* == versions[nversions-1].version */
+	uint64_t version;                /* == versions[nversions-1].version */
+	const struct store_trash *trash; /* each (bucket, key) at most once */
+	size_t ntrash;
 	uint64_t next_ino;
 	uint8_t digest[DIGEST_LEN];
 };
@@ -96,5 +110,15 @@ int store_log_version_before(struct store *st, int64_t time, uint64_t *ret_versi
 
 /* Deletes change-log rows with version < below. */
 int store_trim_log(struct store *st, uint64_t below);
+
+typedef int (*store_trash_fn)(void *arg, const struct store_trash *t);
+/* Calls fn for trash rows with time < before, oldest first, at most max
+ * of them. Pointers in *t are valid during the call only. */
+int store_trash_list(struct store *st, int64_t before, size_t max, store_trash_fn fn, void *arg);
+/* Removes the rows of rows[i].bucket and .key that still have rows[i].time
+ * (a row trashed again meanwhile stays), all in one transaction. */
+int store_trash_remove(struct store *st, const struct store_trash *rows, size_t n);
+/* Rows and summed sizes of the trash table. */
+int store_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes);
 
 #endif

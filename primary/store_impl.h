@@ -41,6 +41,10 @@ struct store_ops {
 	                    store_change_fn fn, void *arg);
 	int (*log_version_before)(struct store *st, int64_t time, uint64_t *ret_version);
 	int (*trim_log)(struct store *st, uint64_t below);
+	int (*trash_list)(struct store *st, int64_t before, size_t max, store_trash_fn fn,
+	                  void *arg);
+	int (*trash_remove)(struct store *st, const struct store_trash *rows, size_t n);
+	int (*trash_stats)(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes);
 	int (*lock)(struct store *st);
 };
 

@@ -25,6 +25,7 @@
 #define OID_INT8  20
 #define OID_INT2  21
 #define OID_INT4  23
+#define OID_TEXT  25
 
 /* Rows per round trip of store_read_changes: bounds what the server scans
  * for one query when the byte budget, not the count, is what stops. */
@@ -44,13 +45,15 @@ enum pg_stmt {
 	PG_BEFORE,
 	PG_TRIM,
 	PG_META_VERSION,
+	PG_TRASH_PUT,
 	PG_COUNT
 };
 
 static const char *const pg_names[PG_COUNT] = {
-    [PG_UPSERT] = "mp_upsert",    [PG_DELETE] = "mp_delete", [PG_LOG_INSERT] = "mp_log",
-    [PG_META_UPDATE] = "mp_meta", [PG_READ] = "mp_read",     [PG_BOUNDS] = "mp_bounds",
-    [PG_BEFORE] = "mp_before",    [PG_TRIM] = "mp_trim",     [PG_META_VERSION] = "mp_version",
+    [PG_UPSERT] = "mp_upsert",       [PG_DELETE] = "mp_delete", [PG_LOG_INSERT] = "mp_log",
+    [PG_META_UPDATE] = "mp_meta",    [PG_READ] = "mp_read",     [PG_BOUNDS] = "mp_bounds",
+    [PG_BEFORE] = "mp_before",       [PG_TRIM] = "mp_trim",     [PG_META_VERSION] = "mp_version",
+    [PG_TRASH_PUT] = "mp_trash_put",
 };
 
 /* unnest() of one array per column turns a batch into one statement with
@@ -88,6 +91,12 @@ static const char *const pg_sql[PG_COUNT] = {
                   " ORDER BY version DESC LIMIT 1",
     [PG_TRIM] = "DELETE FROM changelog WHERE version < $1::bigint",
     [PG_META_VERSION] = "SELECT value FROM meta WHERE key = 'version'",
+    [PG_TRASH_PUT] = "INSERT INTO trash (bucket, key, etag, size, version, time)"
+                     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+                     " $4::bigint[], $5::bigint[], $6::bigint[])"
+                     " ON CONFLICT (bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
+                     " size = EXCLUDED.size, version = EXCLUDED.version,"
+                     " time = EXCLUDED.time",
 };
 
 /* A binary array parameter (array_recv's format): ndim, has-nulls flag,
@@ -117,6 +126,12 @@ enum pg_col {
 	COL_TIME,
 	COL_DIGEST,
 	COL_RECORD,
+	COL_T_BUCKET,
+	COL_T_KEY,
+	COL_T_ETAG,
+	COL_T_SIZE,
+	COL_T_VERSION,
+	COL_T_TIME,
 	COL_COUNT
 };
 
@@ -733,12 +748,14 @@ static int pg_build_arrays(struct pg_store *p, const struct store_batch *batch, 
                            size_t *ret_ndel)
 {
 	static const uint32_t oids[COL_COUNT] = {
-	    [COL_INO] = OID_INT8,     [COL_PARENT] = OID_INT8, [COL_NAME] = OID_BYTEA,
-	    [COL_TYPE] = OID_INT2,    [COL_MODE] = OID_INT4,   [COL_UID] = OID_INT8,
-	    [COL_GID] = OID_INT8,     [COL_SIZE] = OID_INT8,   [COL_MTIME] = OID_INT8,
-	    [COL_CTIME] = OID_INT8,   [COL_EXTRA] = OID_BYTEA, [COL_DEL] = OID_INT8,
-	    [COL_VERSION] = OID_INT8, [COL_TIME] = OID_INT8,   [COL_DIGEST] = OID_BYTEA,
-	    [COL_RECORD] = OID_BYTEA,
+	    [COL_INO] = OID_INT8,     [COL_PARENT] = OID_INT8,   [COL_NAME] = OID_BYTEA,
+	    [COL_TYPE] = OID_INT2,    [COL_MODE] = OID_INT4,     [COL_UID] = OID_INT8,
+	    [COL_GID] = OID_INT8,     [COL_SIZE] = OID_INT8,     [COL_MTIME] = OID_INT8,
+	    [COL_CTIME] = OID_INT8,   [COL_EXTRA] = OID_BYTEA,   [COL_DEL] = OID_INT8,
+	    [COL_VERSION] = OID_INT8, [COL_TIME] = OID_INT8,     [COL_DIGEST] = OID_BYTEA,
+	    [COL_RECORD] = OID_BYTEA, [COL_T_BUCKET] = OID_TEXT, [COL_T_KEY] = OID_TEXT,
+	    [COL_T_ETAG] = OID_TEXT,  [COL_T_SIZE] = OID_INT8,   [COL_T_VERSION] = OID_INT8,
+	    [COL_T_TIME] = OID_INT8,
 	};
 	struct pg_arr *a = p->arr;
 	for (size_t i = 0; i < COL_COUNT; i++)
@@ -773,6 +790,16 @@ static int pg_build_arrays(struct pg_store *p, const struct store_batch *batch, 
 		arr_i64(&a[COL_TIME], store_i64_to_u64(v->time));
 		arr_bytes(&a[COL_DIGEST], v->digest, DIGEST_LEN);
 		arr_bytes(&a[COL_RECORD], v->record, v->record_len);
+	}
+	for (size_t i = 0; i < batch->ntrash; i++) {
+		const struct store_trash *t = &batch->trash[i];
+		const char *etag = t->etag ? t->etag : "";
+		arr_bytes(&a[COL_T_BUCKET], t->bucket, strlen(t->bucket));
+		arr_bytes(&a[COL_T_KEY], t->key, strlen(t->key));
+		arr_bytes(&a[COL_T_ETAG], etag, strlen(etag));
+		arr_i64(&a[COL_T_SIZE], t->size);
+		arr_i64(&a[COL_T_VERSION], t->version);
+		arr_i64(&a[COL_T_TIME], store_i64_to_u64(t->time));
 	}
 	for (size_t i = 0; i < COL_COUNT; i++) {
 		arr_end(&a[i]);
@@ -823,7 +850,8 @@ static int pg_commit_pipeline(struct pg_store *p, const struct store_batch *batc
 	if (r < 0)
 		return r;
 	if ((r = pg_prepare(p, PG_UPSERT)) < 0 || (r = pg_prepare(p, PG_DELETE)) < 0 ||
-	    (r = pg_prepare(p, PG_LOG_INSERT)) < 0 || (r = pg_prepare(p, PG_META_UPDATE)) < 0)
+	    (r = pg_prepare(p, PG_LOG_INSERT)) < 0 || (r = pg_prepare(p, PG_META_UPDATE)) < 0 ||
+	    (batch->ntrash > 0 && (r = pg_prepare(p, PG_TRASH_PUT)) < 0))
 		return r;
 
 	char version[24], next_ino[24], digest[2 * DIGEST_LEN + 1];
@@ -834,7 +862,7 @@ static int pg_commit_pipeline(struct pg_store *p, const struct store_batch *batc
 
 	/* Result counts are tiny, so a blocking send of the whole pipeline
 	 * cannot deadlock against the server's output. */
-	enum { Q_BEGIN, Q_UPSERT, Q_DELETE, Q_LOG, Q_META, Q_COMMIT, Q_COUNT };
+	enum { Q_BEGIN, Q_UPSERT, Q_DELETE, Q_LOG, Q_TRASH, Q_META, Q_COMMIT, Q_COUNT };
 	bool sent[Q_COUNT] = {false};
 	if (PQenterPipelineMode(p->conn) != 1)
 		return pg_fail(p, NULL, what);
@@ -846,6 +874,8 @@ static int pg_commit_pipeline(struct pg_store *p, const struct store_batch *batc
 		ok = sent[Q_DELETE] = pg_send(p, PG_DELETE, COL_DEL, 1);
 	if (ok && batch->nversions > 0)
 		ok = sent[Q_LOG] = pg_send(p, PG_LOG_INSERT, COL_VERSION, 4);
+	if (ok && batch->ntrash > 0)
+		ok = sent[Q_TRASH] = pg_send(p, PG_TRASH_PUT, COL_T_BUCKET, 6);
 	if (ok)
 		ok = sent[Q_META] = PQsendQueryPrepared(p->conn, pg_names[PG_META_UPDATE], 3, meta,
 		                                        NULL, NULL, 0) == 1;
@@ -863,7 +893,8 @@ static int pg_commit_pipeline(struct pg_store *p, const struct store_batch *batc
 
 	static const char *const step[Q_COUNT] = {
 	    [Q_BEGIN] = "BEGIN",          [Q_UPSERT] = "node upsert", [Q_DELETE] = "node delete",
-	    [Q_LOG] = "changelog insert", [Q_META] = "meta update",   [Q_COMMIT] = "COMMIT",
+	    [Q_LOG] = "changelog insert", [Q_TRASH] = "trash insert", [Q_META] = "meta update",
+	    [Q_COMMIT] = "COMMIT",
 	};
 	bool sql_error = false, commit_answered = false;
 	for (int q = 0; q < Q_COUNT; q++) {
@@ -1052,6 +1083,101 @@ static int pg_trim_log(struct store *st, uint64_t below)
 	return 0;
 }
 
+/* The trash calls are rare (a GC pass), so they take text parameters
+ * instead of prepared binary ones. */
+static int pg_trash_list(struct store *st, int64_t before, size_t max, store_trash_fn fn, void *arg)
+{
+	struct pg_store *p = pg(st);
+	int r = pg_ready(p);
+	if (r < 0)
+		return r;
+	char b[24], m[24];
+	snprintf(b, sizeof(b), "%lld", (long long)before);
+	snprintf(m, sizeof(m), "%llu", (unsigned long long)(max > INT64_MAX ? INT64_MAX : max));
+	const char *values[2] = {b, m};
+	PGresult *res = PQexecParams(p->conn,
+	                             "SELECT bucket, key, etag, size, version, time FROM trash"
+	                             " WHERE time < $1::bigint ORDER BY time LIMIT $2::bigint",
+	                             2, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pg_fail(p, res, "read of the trash list");
+		PQclear(res);
+		return r;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		struct store_trash t = {
+		    .bucket = PQgetvalue(res, i, 0),
+		    .key = PQgetvalue(res, i, 1),
+		    .etag = PQgetvalue(res, i, 2),
+		    .size = strtoull(PQgetvalue(res, i, 3), NULL, 10),
+		    .version = strtoull(PQgetvalue(res, i, 4), NULL, 10),
+		    .time = strtoll(PQgetvalue(res, i, 5), NULL, 10),
+		};
+		r = fn(arg, &t);
+		if (r < 0) {
+			store_seterr(st, "read of the trash list stopped by its callback (%s)",
+			             strerror(-r));
+			break;
+		}
+	}
+	PQclear(res);
+	return r < 0 ? r : 0;
+}
+
+static int pg_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
+{
+	struct pg_store *p = pg(st);
+	int r = pg_ready(p);
+	if (r < 0)
+		return r;
+	struct pg_arr *a = &p->arr[COL_T_BUCKET];
+	arr_begin(&a[0], OID_TEXT);
+	arr_begin(&a[1], OID_TEXT);
+	arr_begin(&a[2], OID_INT8);
+	for (size_t i = 0; i < n; i++) {
+		arr_bytes(&a[0], rows[i].bucket, strlen(rows[i].bucket));
+		arr_bytes(&a[1], rows[i].key, strlen(rows[i].key));
+		arr_i64(&a[2], store_i64_to_u64(rows[i].time));
+	}
+	const char *values[3];
+	int lengths[3], formats[3] = {1, 1, 1};
+	for (int k = 0; k < 3; k++) {
+		arr_end(&a[k]);
+		if (a[k].oom || a[k].len > INT32_MAX) {
+			store_seterr(st, "removal of %zu trash rows: too large", n);
+			return a[k].oom ? -ENOMEM : -E2BIG;
+		}
+		values[k] = (const char *)a[k].buf;
+		lengths[k] = (int)a[k].len;
+	}
+	return pg_check(p,
+	                PQexecParams(p->conn,
+	                             "DELETE FROM trash t USING unnest($1::text[], $2::text[],"
+	                             " $3::bigint[]) AS d(bucket, key, time) WHERE t.bucket ="
+	                             " d.bucket AND t.key = d.key AND t.time = d.time",
+	                             3, NULL, values, lengths, formats, 0),
+	                PGRES_COMMAND_OK, "removal from the trash list");
+}
+
+static int pg_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes)
+{
+	struct pg_store *p = pg(st);
+	int r = pg_ready(p);
+	if (r < 0)
+		return r;
+	PGresult *res =
+	    PQexec(p->conn, "SELECT count(*), coalesce(sum(size), 0)::bigint FROM trash");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		r = pg_fail(p, res, "count of the trash list");
+		PQclear(res);
+		return r;
+	}
+	*ret_count = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	*ret_bytes = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+	PQclear(res);
+	return 0;
+}
+
 static const struct store_ops pg_ops = {
     .kind = "postgres",
     .dialect = STORE_DIALECT_POSTGRES,
@@ -1068,6 +1194,9 @@ static const struct store_ops pg_ops = {
     .read_changes = pg_read_changes,
     .log_version_before = pg_log_version_before,
     .trim_log = pg_trim_log,
+    .trash_list = pg_trash_list,
+    .trash_remove = pg_trash_remove,
+    .trash_stats = pg_trash_stats,
     .lock = pg_lock,
 };
 

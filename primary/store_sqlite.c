@@ -35,6 +35,10 @@ enum sq_stmt {
 	SQ_BOUNDS,
 	SQ_BEFORE,
 	SQ_TRIM,
+	SQ_TRASH_PUT,
+	SQ_TRASH_LIST,
+	SQ_TRASH_REMOVE,
+	SQ_TRASH_STATS,
 	SQ_COUNT
 };
 
@@ -70,6 +74,14 @@ static const char *const sq_sql[SQ_COUNT] = {
      * cheap for recent times and exact even if the clock stepped back. */
     [SQ_BEFORE] = "SELECT version FROM changelog WHERE time < ?1 ORDER BY version DESC LIMIT 1",
     [SQ_TRIM] = "DELETE FROM changelog WHERE version < ?1",
+    [SQ_TRASH_PUT] = "INSERT INTO trash (bucket, key, etag, size, version, time)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (bucket, key) DO UPDATE"
+                     " SET etag = excluded.etag, size = excluded.size,"
+                     " version = excluded.version, time = excluded.time",
+    [SQ_TRASH_LIST] = "SELECT bucket, key, etag, size, version, time FROM trash"
+                      " WHERE time < ?1 ORDER BY time LIMIT ?2",
+    [SQ_TRASH_REMOVE] = "DELETE FROM trash WHERE bucket = ?1 AND key = ?2 AND time = ?3",
+    [SQ_TRASH_STATS] = "SELECT count(*), coalesce(sum(size), 0) FROM trash",
 };
 
 struct sq_store {
@@ -395,9 +407,11 @@ static int sq_load_nodes(struct store *st, store_node_fn fn, void *arg)
 
 static int sq_commit_rows(struct sq_store *s, const struct store_batch *batch)
 {
-	sqlite3_stmt *up = NULL, *del = NULL, *log = NULL, *meta = NULL;
+	sqlite3_stmt *up = NULL, *del = NULL, *log = NULL, *meta = NULL, *trash = NULL;
 	int r;
 	if ((r = sq_stmt(s, SQ_UPSERT, "prepare of the node upsert", &up)) < 0 ||
+	    (batch->ntrash > 0 &&
+	     (r = sq_stmt(s, SQ_TRASH_PUT, "prepare of the trash insert", &trash)) < 0) ||
 	    (r = sq_stmt(s, SQ_DELETE, "prepare of the node delete", &del)) < 0 ||
 	    (r = sq_stmt(s, SQ_LOG_INSERT, "prepare of the changelog insert", &log)) < 0 ||
 	    (r = sq_stmt(s, SQ_META_UPDATE, "prepare of the meta update", &meta)) < 0)
@@ -444,6 +458,17 @@ static int sq_commit_rows(struct sq_store *s, const struct store_batch *batch)
 		snprintf(what, sizeof(what), "changelog insert of version %llu",
 		         (unsigned long long)v->version);
 		if ((r = sq_run(s, log, what)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < batch->ntrash; i++) {
+		const struct store_trash *t = &batch->trash[i];
+		sqlite3_bind_text(trash, 1, t->bucket, -1, SQLITE_STATIC);
+		sqlite3_bind_text(trash, 2, t->key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(trash, 3, t->etag ? t->etag : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(trash, 4, store_u64_to_i64(t->size));
+		sqlite3_bind_int64(trash, 5, store_u64_to_i64(t->version));
+		sqlite3_bind_int64(trash, 6, t->time);
+		if ((r = sq_run(s, trash, "trash insert")) < 0)
 			return r;
 	}
 	char version[24], next_ino[24], digest[2 * DIGEST_LEN + 1];
@@ -595,6 +620,91 @@ static int sq_trim_log(struct store *st, uint64_t below)
 	return sq_run(s, stmt, what);
 }
 
+static int sq_trash_list(struct store *st, int64_t before, size_t max, store_trash_fn fn, void *arg)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *stmt = NULL;
+	int r = sq_stmt(s, SQ_TRASH_LIST, "read of the trash list", &stmt);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(stmt, 1, before);
+	sqlite3_bind_int64(stmt, 2, max > INT64_MAX ? INT64_MAX : (sqlite3_int64)max);
+	for (;;) {
+		int rc = sqlite3_step(stmt);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sq_fail(s, rc, "read of the trash list");
+			break;
+		}
+		struct store_trash t = {
+		    .bucket = (const char *)sqlite3_column_text(stmt, 0),
+		    .key = (const char *)sqlite3_column_text(stmt, 1),
+		    .etag = (const char *)sqlite3_column_text(stmt, 2),
+		    .size = store_i64_to_u64(sqlite3_column_int64(stmt, 3)),
+		    .version = store_i64_to_u64(sqlite3_column_int64(stmt, 4)),
+		    .time = sqlite3_column_int64(stmt, 5),
+		};
+		if (t.bucket == NULL || t.key == NULL) {
+			store_seterr(st,
+			             "read of the trash list failed: a row has no bucket or key");
+			r = -EBADMSG;
+			break;
+		}
+		if (t.etag == NULL)
+			t.etag = "";
+		r = fn(arg, &t);
+		if (r < 0) {
+			store_seterr(st, "read of the trash list stopped by its callback (%s)",
+			             strerror(-r));
+			break;
+		}
+	}
+	sqlite3_reset(stmt);
+	return r < 0 ? r : 0;
+}
+
+static int sq_trash_remove(struct store *st, const struct store_trash *rows, size_t n)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *stmt = NULL;
+	int r = sq_stmt(s, SQ_TRASH_REMOVE, "removal from the trash list", &stmt);
+	if (r < 0 || (r = sq_simple(s, SQ_BEGIN, "begin of a trash removal")) < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		sqlite3_bind_text(stmt, 1, rows[i].bucket, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, rows[i].key, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 3, rows[i].time);
+		r = sq_run(s, stmt, "removal from the trash list");
+	}
+	if (r == 0)
+		r = sq_simple(s, SQ_COMMIT, "commit of a trash removal");
+	if (r < 0)
+		sq_rollback(s);
+	return r;
+}
+
+static int sq_trash_stats(struct store *st, uint64_t *ret_count, uint64_t *ret_bytes)
+{
+	struct sq_store *s = sq(st);
+	sqlite3_stmt *stmt = NULL;
+	int r = sq_stmt(s, SQ_TRASH_STATS, "count of the trash list", &stmt);
+	if (r < 0)
+		return r;
+	int rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		r = sq_fail(s, rc, "count of the trash list");
+		sqlite3_reset(stmt);
+		return r;
+	}
+	uint64_t count = store_i64_to_u64(sqlite3_column_int64(stmt, 0));
+	uint64_t bytes = store_i64_to_u64(sqlite3_column_int64(stmt, 1));
+	sqlite3_reset(stmt);
+	*ret_count = count;
+	*ret_bytes = bytes;
+	return 0;
+}
+
 static const struct store_ops sq_ops = {
     .kind = "sqlite",
     .dialect = STORE_DIALECT_SQLITE,
@@ -611,6 +721,9 @@ static const struct store_ops sq_ops = {
     .read_changes = sq_read_changes,
     .log_version_before = sq_log_version_before,
     .trim_log = sq_trim_log,
+    .trash_list = sq_trash_list,
+    .trash_remove = sq_trash_remove,
+    .trash_stats = sq_trash_stats,
     .lock = sq_lock,
 };
 

@@ -700,6 +700,93 @@ static void test_log_bounds_and_trim(void **state)
 	store_close(st);
 }
 
+/* ---- trash --------------------------------------------------------------- */
+
+struct tcoll {
+	char keys[8][64];
+	int64_t times[8];
+	uint64_t sizes[8];
+	size_t n;
+};
+
+static int collect_trash(void *arg, const struct store_trash *t)
+{
+	struct tcoll *c = arg;
+	assert_true(c->n < 8);
+	assert_string_equal(t->bucket, "origin");
+	snprintf(c->keys[c->n], sizeof(c->keys[c->n]), "%s", t->key);
+	c->times[c->n] = t->time;
+	c->sizes[c->n] = t->size;
+	c->n++;
+	return 0;
+}
+
+static int trash_commit(struct store *st, uint64_t version, const struct store_trash *t, size_t n)
+{
+	struct store_version v = {.version = version, .time = (int64_t)version * 1000};
+	fill_digest(v.digest, version);
+	struct store_batch b = {.versions = &v,
+	                        .nversions = 1,
+	                        .version = version,
+	                        .trash = t,
+	                        .ntrash = n,
+	                        .next_ino = 2};
+	fill_digest(b.digest, version);
+	return store_commit(st, &b);
+}
+
+/* Trash rows land with their commit, one row per (bucket, key) taking the
+ * newest time, listed oldest first below a time, and leave only when their
+ * time still matches; a failed commit leaves none. */
+static void test_trash(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *st = open_init(fx, NULL, NULL);
+	struct store_trash t1[] = {
+	    {"origin", "mp/a", "e1", 100, 1, 1000},
+	    {"origin", "mp/b", "", 20, 1, 1000},
+	};
+	assert_int_equal(trash_commit(st, 1, t1, 2), 0);
+	struct store_trash t2[] = {{"origin", "mp/a", "e1", 150, 2, 2000},
+	                           {"origin", "u/x/c", "e3", 7, 2, 2000}};
+	assert_int_equal(trash_commit(st, 2, t2, 2), 0);
+	uint64_t count, bytes;
+	assert_int_equal(store_trash_stats(st, &count, &bytes), 0);
+	assert_int_equal(count, 3);
+	assert_int_equal(bytes, 150 + 20 + 7);
+
+	struct tcoll c = {0};
+	assert_int_equal(store_trash_list(st, 1500, 10, collect_trash, &c), 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.keys[0], "mp/b");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(store_trash_list(st, INT64_MAX, 10, collect_trash, &c), 0);
+	assert_int_equal(c.n, 3);
+	assert_int_equal(c.times[1], 2000);
+
+	/* A stale time (the row was trashed again) removes nothing. */
+	struct store_trash rm[] = {{"origin", "mp/a", NULL, 0, 0, 1000},
+	                           {"origin", "mp/b", NULL, 0, 0, 1000}};
+	assert_int_equal(store_trash_remove(st, rm, 2), 0);
+	assert_int_equal(store_trash_stats(st, &count, &bytes), 0);
+	assert_int_equal(count, 2);
+	rm[0].time = 2000;
+	assert_int_equal(store_trash_remove(st, rm, 1), 0);
+	assert_int_equal(store_trash_stats(st, &count, &bytes), 0);
+	assert_int_equal(count, 1);
+
+	/* Version 2 again collides: its trash row must not land either. */
+	struct store_trash t3[] = {{"origin", "mp/d", "", 1, 2, 3000}};
+	assert_int_not_equal(trash_commit(st, 2, t3, 1), 0);
+	store_close(st);
+	st = open_init(fx, NULL, NULL);
+	assert_int_equal(store_trash_stats(st, &count, &bytes), 0);
+	assert_int_equal(count, 1);
+	struct store_trash bad[] = {{"origin", "", "", 1, 3, 3000}};
+	assert_int_equal(trash_commit(st, 3, bad, 1), -EINVAL);
+	store_close(st);
+}
+
 static void test_version_before(void **state)
 {
 	struct fixture *fx = *state;
@@ -737,11 +824,11 @@ static void test_newer_schema_refused(void **state)
 	struct fixture *fx = *state;
 	struct store *st = open_init(fx, NULL, NULL);
 	store_close(st);
-	raw_exec(fx, "UPDATE meta SET value = '2' WHERE key = 'schema_version'");
+	raw_exec(fx, "UPDATE meta SET value = '99' WHERE key = 'schema_version'");
 	st = open_store(fx);
 	struct store_meta m;
 	assert_int_equal(store_init(st, NULL, &m), -EPROTO);
-	assert_non_null(strstr(store_error(st), "schema version 2"));
+	assert_non_null(strstr(store_error(st), "schema version 99"));
 	store_close(st);
 
 	raw_exec(fx, "DELETE FROM meta WHERE key = 'schema_version'");
@@ -974,21 +1061,14 @@ static void test_pg_reconnect(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(test_new_store),
-	    T(test_reopen_keeps_cluster_id),
-	    T(test_want_cluster_id),
-	    T(test_wrong_cluster_id),
-	    T(test_commit_and_load),
-	    T(test_binary_and_u64),
-	    T(test_read_changes),
-	    T(test_large_batch),
-	    T(test_log_bounds_and_trim),
-	    T(test_version_before),
-	    T(test_newer_schema_refused),
-	    T(test_commit_error),
-	    T(test_load_callback_stops),
-	    T(test_two_connections),
-	    cmocka_unit_test(test_bad_urls),
+	    T(test_new_store),           T(test_reopen_keeps_cluster_id),
+	    T(test_want_cluster_id),     T(test_wrong_cluster_id),
+	    T(test_commit_and_load),     T(test_binary_and_u64),
+	    T(test_read_changes),        T(test_large_batch),
+	    T(test_log_bounds_and_trim), T(test_trash),
+	    T(test_version_before),      T(test_newer_schema_refused),
+	    T(test_commit_error),        T(test_load_callback_stops),
+	    T(test_two_connections),     cmocka_unit_test(test_bad_urls),
 	};
 	int failed = 0;
 	g_backend = B_SQLITE;
@@ -1002,21 +1082,14 @@ int main(void)
 	}
 #if HAVE_POSTGRES
 	const struct CMUnitTest pg_tests[] = {
-	    T(test_new_store),
-	    T(test_reopen_keeps_cluster_id),
-	    T(test_want_cluster_id),
-	    T(test_wrong_cluster_id),
-	    T(test_commit_and_load),
-	    T(test_binary_and_u64),
-	    T(test_read_changes),
-	    T(test_large_batch),
-	    T(test_log_bounds_and_trim),
-	    T(test_version_before),
-	    T(test_newer_schema_refused),
-	    T(test_commit_error),
-	    T(test_load_callback_stops),
-	    T(test_two_connections),
-	    T(test_pg_reconnect),
+	    T(test_new_store),           T(test_reopen_keeps_cluster_id),
+	    T(test_want_cluster_id),     T(test_wrong_cluster_id),
+	    T(test_commit_and_load),     T(test_binary_and_u64),
+	    T(test_read_changes),        T(test_large_batch),
+	    T(test_log_bounds_and_trim), T(test_trash),
+	    T(test_version_before),      T(test_newer_schema_refused),
+	    T(test_commit_error),        T(test_load_callback_stops),
+	    T(test_two_connections),     T(test_pg_reconnect),
 	};
 	g_backend = B_POSTGRES;
 	failed += cmocka_run_group_tests_name("store/postgres", pg_tests, NULL, NULL);
