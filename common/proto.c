@@ -35,6 +35,8 @@ const char *proto_msg_name(unsigned type)
 		return "SITE_REPORT";
 	case MT_POLICY_APPLY:
 		return "POLICY_APPLY";
+	case MT_GC_CONFIRM_SITES:
+		return "GC_CONFIRM_SITES";
 	case MT_MKDIR:
 		return "MKDIR";
 	case MT_CREATE:

@@ -42,6 +42,7 @@ enum msg_type { /* MT_: MSG_ names clash with sys/socket.h flags */
 	        MT_SETATTR = 26,
 	        MT_BATCH = 27,
 	        MT_POLICY_APPLY = 28,
+	        MT_GC_CONFIRM_SITES = 29,
 
 	        MT_SUBSCRIBE = 30,
 	        MT_CHANGES = 31,

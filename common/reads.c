@@ -15,7 +15,7 @@ bool reads_is_read(uint32_t type)
 
 bool reads_is_write(uint32_t type)
 {
-	return type >= MT_MKDIR && type <= MT_POLICY_APPLY;
+	return type >= MT_MKDIR && type <= MT_GC_CONFIRM_SITES;
 }
 
 /* Calls fn with the bucket, key and etag of each extent of a file's layout

@@ -119,15 +119,21 @@ static int get_policy_doc(const msgpack_object *body, const char **ret_file, siz
 /* A policy governs every path and every site: only a token for the whole
  * tree that may write applies one. The document is checked here, before it
  * queues, so a wrong one changes nothing anywhere. */
-static int check_policy(struct conn *c, const msgpack_object *body, char *err, size_t errlen)
+static int check_whole_tree(struct conn *c, const char *what, char *err, size_t errlen)
 {
 	if (!c->open_access && (c->claims.kind != TOKEN_CLIENT || !c->claims.read_write ||
 	                        strcmp(c->claims.subtree, "/") != 0)) {
-		snprintf(err, errlen,
-		         "the token of '%s' may not apply policies (it needs write access to '/')",
-		         c->claims.name);
+		snprintf(err, errlen, "the token of '%s' may not %s (it needs write access to '/')",
+		         c->claims.name, what);
 		return -EACCES;
 	}
+	return 0;
+}
+
+static int check_policy(struct conn *c, const msgpack_object *body, char *err, size_t errlen)
+{
+	if (check_whole_tree(c, "apply policies", err, errlen) < 0)
+		return -EACCES;
 	const char *file, *doc;
 	size_t flen, dlen;
 	int r = get_policy_doc(body, &file, &flen, &doc, &dlen, err, errlen);
@@ -169,6 +175,8 @@ static int check_one(struct conn *c, uint32_t type, const msgpack_object *body, 
 	}
 	case MT_POLICY_APPLY:
 		return check_policy(c, body, err, errlen);
+	case MT_GC_CONFIRM_SITES:
+		return check_whole_tree(c, "confirm deletions", err, errlen);
 	case MT_MKDIR:
 	case MT_SYMLINK:
 	case MT_UNLINK:
@@ -199,7 +207,7 @@ int rpc_check_write(struct primary *p, struct conn *c, uint32_t type, const msgp
 		}
 		uint64_t t = op->via.array.ptr[0].via.u64;
 		if (!reads_is_write((uint32_t)t) || t == MT_BATCH || t == MT_POLICY_APPLY ||
-		    t > UINT32_MAX) {
+		    t == MT_GC_CONFIRM_SITES || t > UINT32_MAX) {
 			snprintf(err, errlen, "op %u: type %llu is not a write operation", i,
 			         (unsigned long long)t);
 			return -EINVAL;
@@ -288,6 +296,15 @@ static int execute_one(struct txn *t, uint32_t type, const msgpack_object *body,
 		int r = get_policy_doc(body, &path2, &len2, &path, &len, err, errlen);
 		if (r == 0 &&
 		    (r = txn_put_record(t, "policy", 6, (const uint8_t *)path, len, ret_ino)) < 0)
+			snprintf(err, errlen, "%s", txn_error(t));
+		return r;
+	}
+	if (type == MT_GC_CONFIRM_SITES) {
+		/* A new record each time: its ctime tells every site's mirror
+		 * that an operator let the deletions its breaker holds go. */
+		static const uint8_t doc[] = "confirmed by mp gc --confirm";
+		int r = txn_put_record(t, "gc-confirm", 10, doc, sizeof(doc) - 1, ret_ino);
+		if (r < 0)
 			snprintf(err, errlen, "%s", txn_error(t));
 		return r;
 	}

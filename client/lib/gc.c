@@ -75,3 +75,18 @@ MP_EXPORT int mp_gc(mp_client *c, mp_gc_action action, mp_gc_status *ret, mp_err
 	*ret = s;
 	return 0;
 }
+
+MP_EXPORT int mp_gc_confirm_sites(mp_client *c, mp_call *call, mp_error *err)
+{
+	struct request_body b;
+	request_init(&b, MT_GC_CONFIRM_SITES);
+	struct reply rep;
+	int r = client_primary(c, &b, call, &rep, err);
+	request_destroy(&b);
+	if (r < 0)
+		return r;
+	if (rep.is_error)
+		r = client_answer_error(&rep, "gc confirm at the sites", err);
+	reply_release(&rep);
+	return r;
+}

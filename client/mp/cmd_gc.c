@@ -2,6 +2,7 @@
  * operator's confirmation of a pass the breaker holds. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,11 +12,9 @@
 #include "output.h"
 
 static const struct option gc_opts[] = {
-    {"help", no_argument, NULL, 'h'},
-    {"status", no_argument, NULL, 's'},
-    {"now", no_argument, NULL, 'n'},
-    {"confirm", no_argument, NULL, 'c'},
-    {NULL, 0, NULL, 0},
+    {"help", no_argument, NULL, 'h'},          {"status", no_argument, NULL, 's'},
+    {"now", no_argument, NULL, 'n'},           {"confirm", no_argument, NULL, 'c'},
+    {"confirm-sites", no_argument, NULL, 'S'}, {NULL, 0, NULL, 0},
 };
 
 static void gc_print_json(const mp_gc_status *s)
@@ -83,6 +82,7 @@ int cmd_gc(struct ctx *ctx, int argc, char **argv)
 	int opt, rc;
 	mp_gc_action action = MP_GC_STATUS;
 	int nactions = 0;
+	bool confirm_sites = false;
 	ctx_getopt_begin();
 	while ((opt = ctx_getopt(ctx, argc, argv, "h", gc_opts)) != -1) {
 		switch (opt) {
@@ -100,6 +100,10 @@ int cmd_gc(struct ctx *ctx, int argc, char **argv)
 			action = MP_GC_CONFIRM;
 			nactions++;
 			break;
+		case 'S':
+			confirm_sites = true;
+			nactions++;
+			break;
 		default:
 			return EXIT_USAGE;
 		}
@@ -107,13 +111,27 @@ int cmd_gc(struct ctx *ctx, int argc, char **argv)
 	if (optind < argc)
 		return ctx_usage(ctx, "unexpected operand '%s'", argv[optind]);
 	if (nactions > 1)
-		return ctx_usage(ctx, "--status, --now and --confirm go alone");
+		return ctx_usage(ctx, "--status, --now, --confirm and --confirm-sites go alone");
 	if ((rc = ctx_open(ctx)) != 0)
 		return rc;
 	mp_gc_status s;
 	mp_error err = {0};
-	if (mp_gc(ctx->client, action, &s, &err) < 0)
+	if (confirm_sites) {
+		/* The sites' breakers hold replicas of their own buckets. */
+		mp_call call = {0};
+		if (mp_gc_confirm_sites(ctx->client, &call, &err) < 0)
+			return ctx_fail(ctx, NULL, &err);
+		if (ctx->json)
+			printf("{\"sites_confirmed\": true, \"version\": %llu}\n",
+			       (unsigned long long)call.version);
+		else if (!ctx->quiet)
+			printf("every site may now delete the replicas its breaker holds (version "
+			       "%llu)\n",
+			       (unsigned long long)call.version);
+		return EXIT_OK;
+	} else if (mp_gc(ctx->client, action, &s, &err) < 0) {
 		return ctx_fail(ctx, NULL, &err);
+	}
 	if (ctx->json)
 		gc_print_json(&s);
 	else

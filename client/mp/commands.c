@@ -49,12 +49,14 @@ static const struct command commands[] = {
      "it). Exits 1 when no primary answers.\n"},
     {"version", cmd_status_version, "version", "versions: mp, the primary, a mirror; cluster id",
      NULL},
-    {"gc", cmd_gc, "gc [--status | --now | --confirm]",
+    {"gc", cmd_gc, "gc [--status | --now | --confirm | --confirm-sites]",
      "garbage collection of superseded objects at the primary",
      "  --status   trash objects and bytes, the last pass, the breaker (the default)\n"
      "  --now      run a pass now and print what it did\n"
      "  --confirm  let the pass the breaker holds delete once (it would delete more than\n"
      "             gc.max_delete_ratio or gc.max_delete_count of the origin's objects)\n"
+     "  --confirm-sites  let every site delete, once, the replicas of its own bucket\n"
+     "             that its breaker holds (replication.gc_max_delete_count/_permille)\n"
      "Objects a write superseded are deleted from the origin after the primary's\n"
      "gc.retention; imported objects never are. --now and --confirm need a token that\n"
      "may write /.\n"},

@@ -264,6 +264,42 @@ def test_replicate_overwrite_remove_keep(tmp):
     p.stop()
 
 
+def test_site_breaker(tmp):
+    """Removing most of what a site replicates does not empty its bucket:
+    the site's breaker holds the deletions (status, metric), nothing goes,
+    until mp gc --confirm-sites lets them go once."""
+    p = mp.Primary(tmp)
+    bucket = os.path.join(tmp, "site-bucket")
+    m = repl_mirror(tmp, p, "a", bucket)
+    cli = mp.Cli(tmp, p, m)
+    src = os.path.join(tmp, "tree")
+    for i in range(20):
+        os.makedirs(os.path.join(src, "old" if i < 15 else "new"), exist_ok=True)
+        write_random(os.path.join(src, "old" if i < 15 else "new", "f%02d" % i), 1000,
+                     seed=300 + i)
+    cli.run("put", "-r", src, "/data/t")
+    cli.run("policy", "apply", policy_file(tmp, policy(rule(keep="0s"))))
+    wait_replicated(m, "data", 20)
+    exts = [layout_of(cli, "/data/t/%s/f%02d" % ("old" if i < 15 else "new", i))[0]
+            for i in range(20)]
+    # One version removes 15 of the site's 20 replicas.
+    cli.run("rm", "-r", "/data/t/old")
+    m.wait_state(lambda st: st["replication"]["gc_held"] == 15, timeout=30,
+                 what="the breaker holding 15 deletions")
+    assert m.metrics()["mp_mirror_replication_gc_held"] == 15
+    m.wait_log("nothing is deleted until an operator confirms")
+    time.sleep(1.5)
+    assert all(os.path.exists(replica_path(bucket, e)) for e in exts), "deleted while held"
+    r = cli.run("gc", "--confirm-sites")
+    assert "may now delete" in r.text, r.text
+    mp.wait_until(lambda: not any(os.path.exists(replica_path(bucket, e)) for e in exts[:15]),
+                  timeout=30, what="the held deletions done after the confirmation")
+    assert all(os.path.exists(replica_path(bucket, e)) for e in exts[15:])
+    m.wait_state(lambda st: st["replication"]["gc_held"] == 0, what="the breaker released")
+    m.stop()
+    p.stop()
+
+
 def test_kill9_resumes(tmp):
     """kill -9 of the mirror while it copies: it resumes from its table,
     every object ends verified, and none is copied more than twice (once

@@ -45,6 +45,10 @@ typedef struct mp_gc_status {
 /* Asks the primary; *ret is filled on success (after the pass for RUN and
  * CONFIRM). CONFIRM without a held pass fails with -EINVAL. */
 MP_EXPORT int mp_gc(mp_client *c, mp_gc_action action, mp_gc_status *ret, mp_error *err);
+/* Tells every site (through a record of the namespace) that deletions of
+ * replicas its breaker holds may go, once. call->version gets the version
+ * the confirmation took effect at. */
+MP_EXPORT int mp_gc_confirm_sites(mp_client *c, mp_call *call, mp_error *err);
 
 #ifdef __cplusplus
 }
