@@ -180,6 +180,16 @@ class Bed:
     def site_config(self, region):
         return self.path("%s.yaml" % region)
 
+    def client_env(self, region):
+        """env(1) words giving a libmirrorplane program without a site
+        configuration the region's way to the origin bucket."""
+        if self.topo["primary"]["origin"] != "s3":
+            return []
+        host = self.host(region) if region == self.primary_region else self.gateway(region)
+        return ["env", "AWS_ENDPOINT_URL=http://%s:%d" % (host, S3_PORT),
+                "AWS_ACCESS_KEY_ID=S3RVER", "AWS_SECRET_ACCESS_KEY=S3RVER",
+                "AWS_REGION=us-east-1"]
+
     def relay_name(self, region, hub=None):
         return "relay-%s" % region if hub is None else "relay-%s-%s" % (region, hub)
 
@@ -428,6 +438,13 @@ class Bed:
         have = run(["ip", "netns", "list"]).stdout.split()
         if self.wan in have:
             raise BedError("namespace %s exists: deploy/netns/down first" % self.wan)
+        # A fresh bed: data of an earlier one (removed by down) goes.
+        if os.path.isdir(self.state_dir):
+            for dirpath, dirs, _ in os.walk(self.state_dir):
+                for d in dirs:
+                    if os.path.ismount(os.path.join(dirpath, d)):
+                        raise BedError("%s is still mounted" % os.path.join(dirpath, d))
+            subprocess.run(["rm", "-rf", self.state_dir], check=True)
         os.makedirs(self.state_dir, exist_ok=True)
         self.save()
         t0 = time.monotonic()
