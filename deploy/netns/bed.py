@@ -391,6 +391,17 @@ class Bed:
                  self.path(name + ".ctl")] + [str(c) for c in command])
         return dict(kv.split("=", 1) for kv in p.stdout.split()[1:])
 
+    def add_path(self, name, from_region, maps, delay_ms, jitter_ms=0):
+        """One more relayed path (benchmarks: a PostgreSQL standby's stream, a
+        measuring side channel): maps are (port at from_region's gateway,
+        to_region, port there); its relay is "relay-NAME" with one-way
+        delay_ms."""
+        relay = os.path.join(self.build, "tests", "tools", "mp-wanrelay")
+        m = ["%s:%d=%s:%d" % (self.gateway(from_region), lp, self.host(to), tp)
+             for lp, to, tp in maps]
+        self._relay(relay, "relay-" + name, m, 2 * delay_ms, jitter_ms, 0)
+        return ["%s:%d" % (self.gateway(from_region), lp) for lp, _, _ in maps]
+
     def links(self):
         return [n[len("relay-"):] for n in self.state["procs"] if n.startswith("relay-")]
 
