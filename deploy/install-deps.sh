@@ -13,6 +13,7 @@ packages=(
   nodejs
   valgrind openssl procps curl
   libxxhash-dev nginx-light
+  iproute2 nftables
   awscli
 )
 

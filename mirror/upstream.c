@@ -18,6 +18,12 @@
 #include "tls.h"
 
 #define UPSTREAM_FRAMES_PER_CALLBACK 64
+/* While streaming from a later address of the list, the first one is asked
+ * this often whether it is back (and caught up), so a mirror that failed
+ * over from its hub to the primary returns to the hub after a heal. */
+#define UPSTREAM_PREFER_PROBE_MS 5000
+#define UPSTREAM_PROBE_TIMEOUT_S 2
+#define UPSTREAM_PROBE_FRAME_MAX 65536
 
 struct upstream {
 	struct event_base *base;
@@ -25,8 +31,10 @@ struct upstream {
 	const struct upstream_ops *ops;
 	void *arg;
 	struct bufferevent *bev;
-	struct event *retry_ev;   /* back-off timer */
-	struct event *silence_ev; /* fires when the upstream said nothing */
+	struct event *retry_ev;    /* back-off timer */
+	struct event *silence_ev;  /* fires when the upstream said nothing */
+	struct event *prefer_ev;   /* time to probe the first address again */
+	struct bufferevent *probe; /* HELLO to the first address, or NULL */
 	enum upstream_state state;
 	size_t addr_index;
 	uint64_t backoff_ms;
@@ -90,8 +98,27 @@ static void send_frame(struct upstream *u, msgpack_sbuffer *sb)
 		bufferevent_write(u->bev, sb->data, sb->size);
 }
 
+static void probe_end(struct upstream *u)
+{
+	if (u->probe != NULL) {
+		bufferevent_free(u->probe);
+		u->probe = NULL;
+	}
+}
+
+static void arm_prefer(struct upstream *u)
+{
+	if (u->addr_index == 0 || u->stopping || u->state != UPSTREAM_STREAMING)
+		return;
+	struct timeval tv = {UPSTREAM_PREFER_PROBE_MS / 1000,
+	                     UPSTREAM_PREFER_PROBE_MS % 1000 * 1000};
+	evtimer_add(u->prefer_ev, &tv);
+}
+
 static void drop(struct upstream *u, const char *why)
 {
+	probe_end(u);
+	evtimer_del(u->prefer_ev);
 	if (u->bev != NULL) {
 		bufferevent_free(u->bev);
 		u->bev = NULL;
@@ -149,22 +176,119 @@ static void send_subscribe(struct upstream *u)
 	u->expect_version = from + 1;
 }
 
-static void send_hello(struct upstream *u)
+static void pack_hello(struct upstream *u, msgpack_sbuffer *sb, uint64_t id)
 {
-	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	u->hello_id = ++u->next_id;
-	msg_begin(&sb, &pk, MT_HELLO, u->hello_id, u->cfg.token ? 2 : 1);
+	msg_begin(sb, &pk, MT_HELLO, id, u->cfg.token ? 2 : 1);
 	msg_pack_key(&pk, "proto");
 	msgpack_pack_uint32(&pk, PROTO_VERSION);
 	if (u->cfg.token) {
 		msg_pack_key(&pk, "token");
 		msg_pack_cstr(&pk, u->cfg.token);
 	}
-	msg_end(&sb);
+	msg_end(sb);
+}
+
+static void send_hello(struct upstream *u)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	u->hello_id = ++u->next_id;
+	pack_hello(u, &sb, u->hello_id);
 	send_frame(u, &sb);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+/* The probe's answer: HELLO_OK from the first address at a version at
+ * least ours moves the subscription back to it. */
+static void probe_read(struct bufferevent *bev, void *arg)
+{
+	struct upstream *u = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	uint8_t hdr[FRAME_HEADER_LEN];
+	if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+		return;
+	uint32_t len =
+	    (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	if (len > UPSTREAM_PROBE_FRAME_MAX) {
+		probe_end(u);
+		arm_prefer(u);
+		return;
+	}
+	if (evbuffer_get_length(in) < FRAME_HEADER_LEN + (size_t)len)
+		return;
+	const uint8_t *buf = evbuffer_pullup(in, FRAME_HEADER_LEN + (ev_ssize_t)len);
+	struct frame f;
+	char err[256];
+	uint64_t theirs = 0;
+	bool back = false;
+	if (frame_decode(buf + FRAME_HEADER_LEN, len, &f, NULL, err, sizeof(err)) == 0) {
+		uint8_t digest[DIGEST_LEN];
+		uint64_t ours = u->ops->position(u->arg, digest);
+		back = f.type == MT_HELLO_OK &&
+		       msg_get_u64(f.body, "version", true, UINT64_MAX, &theirs, err,
+		                   sizeof(err)) == 0 &&
+		       theirs >= ours;
+		frame_release(&f);
+	}
+	probe_end(u);
+	if (!back) {
+		arm_prefer(u);
+		return;
+	}
+	log_info("upstream %s: the preferred upstream %s answers again at version %llu; "
+	         "moving back to it",
+	         upstream_address(u), u->cfg.addresses[0], (unsigned long long)theirs);
+	/* drop() moves to the next address: the first. */
+	u->addr_index = u->cfg.naddresses - 1;
+	u->backoff_ms = u->cfg.backoff_min_ms;
+	drop(u, NULL);
+}
+
+static void probe_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream *u = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		pack_hello(u, &sb, 1);
+		bufferevent_write(bev, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
+		return;
+	}
+	probe_end(u); /* refused, timed out or closed: not back yet */
+	arm_prefer(u);
+}
+
+static void prefer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct upstream *u = arg;
+	if (u->addr_index == 0 || u->state != UPSTREAM_STREAMING || u->probe != NULL)
+		return;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char *err = NULL;
+	if (netaddr_resolve(u->cfg.addresses[0], &ss, &sslen, &err) < 0) {
+		free(err);
+		arm_prefer(u);
+		return;
+	}
+	u->probe = u->cfg.tls != NULL ? tls_connect(u->base, u->cfg.tls, u->cfg.tls_name)
+	                              : bufferevent_socket_new(u->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (u->probe == NULL) {
+		arm_prefer(u);
+		return;
+	}
+	struct timeval tv = {UPSTREAM_PROBE_TIMEOUT_S, 0};
+	bufferevent_set_timeouts(u->probe, &tv, &tv);
+	bufferevent_setcb(u->probe, probe_read, NULL, probe_event, u);
+	bufferevent_enable(u->probe, EV_READ | EV_WRITE);
+	if (bufferevent_socket_connect(u->probe, (struct sockaddr *)&ss, (int)sslen) < 0) {
+		probe_end(u);
+		arm_prefer(u);
+	}
 }
 
 /* Returns false when the connection was dropped. */
@@ -296,6 +420,7 @@ static bool handle_snapshot(struct upstream *u, const struct frame *f)
 	if (!verdict(u, u->ops->snapshot_end(u->arg, version, count), "the snapshot did not check"))
 		return false;
 	set_state(u, UPSTREAM_STREAMING);
+	arm_prefer(u);
 	return true;
 }
 
@@ -373,6 +498,7 @@ static bool handle_frame(struct upstream *u, const struct frame *f)
 		msg_get_u64(f->body, "version", false, UINT64_MAX, &upv, err, sizeof(err));
 		msg_get_bool(f->body, "snapshot", false, &snapshot, err, sizeof(err));
 		set_state(u, snapshot ? UPSTREAM_SNAPSHOT : UPSTREAM_STREAMING);
+		arm_prefer(u);
 		u->ops->subscribed(u->arg, upv, snapshot);
 		return true;
 	case MT_ERROR:
@@ -539,6 +665,7 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
 	u->backoff_ms = cfg->backoff_min_ms ? cfg->backoff_min_ms : 100;
 	u->retry_ev = evtimer_new(base, retry_cb, u);
 	u->silence_ev = evtimer_new(base, silence_cb, u);
+	u->prefer_ev = evtimer_new(base, prefer_cb, u);
 	srand((unsigned)time(NULL) ^ (unsigned)(uintptr_t)u);
 	return u;
 }
@@ -551,6 +678,7 @@ void upstream_free(struct upstream *u)
 	drop(u, NULL);
 	event_free(u->retry_ev);
 	event_free(u->silence_ev);
+	event_free(u->prefer_ev);
 	free(u);
 }
 

@@ -161,7 +161,8 @@ static void usage(FILE *out)
 	        "      --admin H:P      admin HTTP address (default 127.0.0.1:7180)\n");
 }
 
-static int token_command(int argc, char **argv)
+/* config: the -c given before 'token', if any; one given after it wins. */
+static int token_command(int argc, char **argv, const char *config)
 {
 	static const struct option opts[] = {
 	    {"site", required_argument, NULL, 's'},
@@ -182,11 +183,13 @@ static int token_command(int argc, char **argv)
 	struct token_claims claims;
 	memset(&claims, 0, sizeof(claims));
 	snprintf(claims.subtree, sizeof(claims.subtree), "/");
-	const char *config = NULL, *secret_file = NULL, *name = NULL;
+	const char *secret_file = NULL, *name = NULL;
 	uint64_t expires_ms = 0;
 	int rw = -1, opt;
-	optind = 2;
-	while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+	/* optind 0 makes getopt start afresh (main's scan stopped at 'token'),
+	 * scanning argv + 1 from its second word, the one after 'create'. */
+	optind = 0;
+	while ((opt = getopt_long(argc - 1, argv + 1, "c:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 		case 'C':
@@ -297,8 +300,6 @@ static int token_command(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	if (argc >= 2 && strcmp(argv[1], "token") == 0)
-		return token_command(argc - 1, argv + 1);
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"check", no_argument, NULL, 'n'},
@@ -315,7 +316,9 @@ int main(int argc, char **argv)
 	const char *config = NULL;
 	bool check = false, print = false;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "c:nhV", opts, NULL)) != -1) {
+	/* '+': stop at the first word that is not an option, so the options of
+	 * 'token create' are left to it ("mp-primary -c F token create ..."). */
+	while ((opt = getopt_long(argc, argv, "+c:nhV", opts, NULL)) != -1) {
 		const char *name = NULL;
 		switch (opt) {
 		case 'c':
@@ -356,6 +359,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "mp-primary: too many options\n");
 			return 2;
 		}
+	}
+	if (optind < argc && strcmp(argv[optind], "token") == 0) {
+		if (check || print || overrides.n > 0) {
+			fprintf(stderr, "mp-primary: only -c FILE may come before 'token'\n");
+			return 2;
+		}
+		return token_command(argc - optind, argv + optind, config);
 	}
 	if (optind < argc) {
 		fprintf(stderr, "mp-primary: unexpected argument '%s'\n", argv[optind]);

@@ -63,9 +63,14 @@ def test_tokens_required(tmp):
     head, payload, mac = good.split(".")
     bad_mac = mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB")
     refused(p, "%s.%s.%s" % (head, payload, bad_mac), "token refused")
-    # And the good one works.
+    # And the good one works, as does one made with -c before the subcommand
+    # (the README's form).
     c = p.client(token=good)
     assert c.mkdir("/x")["version"] == 1
+    c.close()
+    rc, out, err = mp.run_primary(["-c", p.config_path, "token", "create", "--client", "trainer"])
+    assert rc == 0 and out.startswith("mpt1."), (rc, err)
+    c = p.client(token=out.strip())
     c.close()
     p.wait_log("token refused")
     p.stop()

@@ -182,6 +182,12 @@ def test_token_create_without_secret(tmp):
     assert rc == 2 and "--subtree" in err, (rc, err)
     rc, out, err = mp.run_primary(["token", "list"])
     assert rc == 2 and "token create" in err, (rc, err)
+    # -c may come before the subcommand too, as the README writes it.
+    rc, out, err = mp.run_primary(["-c", path, "token", "create", "--client", "trainer"])
+    assert rc == 1 and "secret_file" in err and "unrecognized" not in err, (rc, err)
+    rc, out, err = mp.run_primary(["-c", path, "--listen", "127.0.0.1:1", "token", "create",
+                                   "--client", "c"])
+    assert rc == 2 and "only -c FILE" in err, (rc, err)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """mp-mirror and its upstreams: mirrors reconnect and catch up by themselves
 when the primary restarts; with a list of upstreams a dead first one is
-skipped and a mirror whose upstream mirror dies fails over along its list;
+skipped, a mirror whose upstream mirror dies fails over along its list and
+returns to the first once it is back;
 /healthz turns 503 when the replica lags beyond max_lag and 200 again once
 it is live."""
 
@@ -140,13 +141,22 @@ def test_cascade_failover(tmp):
     c.close()
     # The primary now serves it.
     assert any(s["site"] == "mirror-c" and s["connected"] for s in p.status()["subscribers"])
-    # A comes back (from its journal) and is followed again by nobody in
-    # particular; C stays correct whichever it uses.
+    # A comes back (from its journal): C, which prefers it, moves back to it
+    # once it answers at C's version or later (probed every 5 s), and stays
+    # correct throughout.
     a.start()
     a.wait_caught_up(p, timeout=60)
     write(p, "z", 10)
     cm.wait_caught_up(p, timeout=60)
     a.wait_caught_up(p, timeout=60)
+    mp.wait_until(lambda: cm.status()["upstream"] == a.address and
+                  cm.status()["upstream_state"] == "streaming", timeout=30,
+                  what="mirror-c back on mirror-a")
+    cm.wait_log("moving back to it")
+    v = write(p, "w", 10)
+    st = cm.wait_caught_up(p, timeout=60)
+    assert st["upstream"] == a.address and st["state"] == "live", st
+    assert cm.metrics()["mp_mirror_bootstraps_total"] == 0
     cm.stop()
     a.stop()
     p.stop()

@@ -1,0 +1,90 @@
+/* Fuzz target for mp-wanrelay's control commands (tests/tools/wanrelay_ctl.c).
+ * The input is one line. What parses must be a known command with its value
+ * in the command's bounds; what does not must say why in a clean message;
+ * a parsed command printed back must parse to the same command. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wanrelay_ctl.h"
+
+#define FUZZ_LINE_MAX 4096
+
+static const char *const names[] = {NULL, "delay", "jitter", "rate", "stall", "reset", "stats"};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct wanrelay_cmd cmd, again;
+	char err[96];
+	memset(err, 'x', sizeof(err));
+	int r = wanrelay_ctl_parse((const char *)data, size, &cmd, err, sizeof(err));
+	if (r != 0) {
+		size_t n = strnlen(err, sizeof(err));
+		if (r != -EINVAL || n == 0 || n == sizeof(err))
+			abort();
+		return 0;
+	}
+	switch (cmd.kind) {
+	case WANRELAY_DELAY:
+	case WANRELAY_JITTER:
+		if (cmd.value > 60000)
+			abort();
+		break;
+	case WANRELAY_STALL:
+		if (cmd.value > 600000)
+			abort();
+		break;
+	case WANRELAY_RATE:
+		if (cmd.value > 10000000000ull || (cmd.value != 0 && cmd.value < 128))
+			abort();
+		break;
+	case WANRELAY_RESET:
+	case WANRELAY_STATS:
+		if (cmd.value != 0)
+			abort();
+		break;
+	default:
+		abort();
+	}
+	char line[64];
+	int n = cmd.kind == WANRELAY_RESET || cmd.kind == WANRELAY_STATS
+	            ? snprintf(line, sizeof(line), "%s\n", names[cmd.kind])
+	            : snprintf(line, sizeof(line), "%s %" PRIu64 "\n", names[cmd.kind], cmd.value);
+	if (wanrelay_ctl_parse(line, (size_t)n, &again, err, sizeof(err)) != 0 ||
+	    again.kind != cmd.kind || again.value != cmd.value)
+		abort();
+	return 0;
+}
+
+#ifdef FUZZ_STANDALONE
+/* Replays files (a corpus and past crashes) without libFuzzer, so the
+ * regression runs in the ordinary test suite and under valgrind. */
+int main(int argc, char **argv)
+{
+	int n = 0;
+	uint8_t *buf = malloc(FUZZ_LINE_MAX + 1);
+	if (buf == NULL)
+		return 1;
+	for (int a = 1; a < argc; a++) {
+		FILE *fp = fopen(argv[a], "rb");
+		if (fp == NULL) {
+			perror(argv[a]);
+			free(buf);
+			return 1;
+		}
+		size_t len = fread(buf, 1, FUZZ_LINE_MAX + 1, fp);
+		fclose(fp);
+		LLVMFuzzerTestOneInput(buf, len);
+		n++;
+	}
+	free(buf);
+	printf("replayed %d inputs\n", n);
+	return n > 0 ? 0 : 1;
+}
+#endif
