@@ -14,6 +14,7 @@ packages=(
   valgrind openssl procps curl
   libxxhash-dev nginx-light
   awscli
+  libfuse3-dev fuse3 python3-fsspec
 )
 
 missing=()
