@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""mp mount (FUSE) against a real primary and mirror: file bytes read
+through the mount (sequential and random), a directory of 2,500 entries,
+a file written through the mount seen by `mp cat` at another handle after
+close (close-to-open), errno of failed namespace changes, a read-only
+mount, a reader that sees no I/O error while the mirror is killed and
+restarted, a file replaced at the primary seen at once, and unmounting by
+SIGTERM. Skipped (77) without /dev/fuse or fusermount3."""
+
+import errno
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mp  # noqa: E402
+from mp import CREATE  # noqa: E402
+
+MiB = 1 << 20
+MIRROR_CONFIG = {"reconnect": {"min": "50ms", "max": "300ms"}}
+
+
+def mounted(path):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+class Mount:
+    """mp mount -f in a subprocess; stop() unmounts with SIGTERM."""
+
+    def __init__(self, tmp, cli, name="mnt", options=None, args=()):
+        self.path = os.path.realpath(os.path.join(tmp, name))
+        os.makedirs(self.path, exist_ok=True)
+        self.log_path = os.path.join(tmp, name + ".log")
+        argv = ["mount", "-f"]
+        if options:
+            argv += ["-o", options]
+        argv = cli.argv(argv + list(args) + [self.path])
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=tmp)
+        _mounts.append(self)
+        mp.wait_until(lambda: mounted(self.path) or self.proc.poll() is not None,
+                      timeout=30, what="the mount")
+        assert self.proc.poll() is None, "mp mount exited: %s" % self.text()
+        # The session is ready once the root answers.
+        mp.wait_until(lambda: os.stat(self.path), timeout=10, what="the root")
+
+    def p(self, rel):
+        return os.path.join(self.path, rel.lstrip("/"))
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("mp mount ignored SIGTERM")
+            assert rc == 0, "mp mount exited %d after SIGTERM: %s" % (rc, self.text())
+        self.log.close()
+        assert not mounted(self.path), "%s still mounted after SIGTERM" % self.path
+        text = self.text()
+        for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
+            assert marker not in text, "sanitizer report from mp mount:\n" + text[-6000:]
+
+
+_mounts = []
+
+
+def _cleanup_mounts():
+    for m in _mounts:
+        if m.proc.poll() is None:
+            m.proc.kill()
+            m.proc.wait()
+        if mounted(m.path):
+            subprocess.run(["fusermount3", "-u", "-z", m.path], capture_output=True)
+
+
+def cluster(tmp):
+    p = mp.Primary(tmp)
+    m = mp.Mirror(tmp, p, config=MIRROR_CONFIG)
+    return p, m
+
+
+def expect_errno(code, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        assert e.errno == code, "%s%r: %s, expected %s" % (fn.__name__, args, e,
+                                                            errno.errorcode[code])
+        return
+    raise AssertionError("%s%r succeeded, expected %s" % (fn.__name__, args,
+                                                          errno.errorcode[code]))
+
+
+def put_files(tmp, cli, sizes, seed=1):
+    """Uploads files of sizes as /data/fN; returns {name: bytes}."""
+    rng = random.Random(seed)
+    src = os.path.join(tmp, "src")
+    os.makedirs(src, exist_ok=True)
+    files = {}
+    for i, size in enumerate(sizes):
+        data = rng.randbytes(size)
+        name = "f%d" % i
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(data)
+        files[name] = data
+    cli.run("mkdir", "-p", "/data")
+    cli.run("put", *[os.path.join(src, n) for n in sorted(files)], "/data")
+    return files
+
+
+# ---------------------------------------------------------------- tests
+
+def test_read_list_write(tmp):
+    p, m = cluster(tmp)
+    cli = mp.Cli(tmp, p, m)
+    files = put_files(tmp, cli, [0, 1, 4096, 3 * MiB + 17, 9 * MiB + 5])
+    m.wait_caught_up(p)
+    mnt = Mount(tmp, cli)
+
+    # Whole files, sequentially, and random ranges.
+    assert sorted(os.listdir(mnt.p("/data"))) == sorted(files)
+    for name, data in files.items():
+        with open(mnt.p("/data/" + name), "rb") as f:
+            got = f.read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), name
+        assert os.stat(mnt.p("/data/" + name)).st_size == len(data)
+    big = files["f4"]
+    rng = random.Random(2)
+    with open(mnt.p("/data/f4"), "rb", buffering=0) as f:
+        for _ in range(50):
+            off = rng.randrange(len(big))
+            n = rng.choice([1, 4096, 65536])
+            f.seek(off)
+            assert f.read(n) == big[off:off + n], "random read at %d" % off
+
+    # A directory of 2,500 entries (several READDIR pages).
+    c = p.client()
+    c.mkdir("/big")
+    names = ["n%05d" % i for i in range(2500)]
+    for i in range(0, len(names), 1000):
+        c.batch([(CREATE, {"path": "/big/" + n, "size": 0}) for n in names[i:i + 1000]])
+    c.close()
+    m.wait_caught_up(p)
+    assert sorted(os.listdir(mnt.p("/big"))) == names
+    with os.scandir(mnt.p("/big")) as it:
+        assert sum(1 for e in it if e.is_file(follow_symlinks=False)) == 2500
+
+    # Written through the mount, read by another handle after close.
+    data = random.Random(3).randbytes(5 * MiB + 3)
+    with open(mnt.p("/data/written"), "wb") as f:
+        f.write(data[:MiB])
+        f.write(data[MiB:])
+    other = mp.Cli(tmp, p, m, session=os.path.join(tmp, "other-session"))
+    got = other.run("--consistency", "strong", "cat", "/data/written").out
+    assert got == data, "mp cat after close: %d bytes, %d wanted" % (len(got), len(data))
+    with open(mnt.p("/data/written"), "rb") as f:
+        assert f.read() == data
+    # Overwrite, append, truncate.
+    with open(mnt.p("/data/written"), "wb") as f:
+        f.write(b"short")
+    assert other.run("--consistency", "strong", "cat", "/data/written").out == b"short"
+    with open(mnt.p("/data/written"), "ab") as f:
+        f.write(b"+more")
+    assert other.run("--consistency", "strong", "cat", "/data/written").out == b"short+more"
+    os.truncate(mnt.p("/data/written"), 3)
+    assert other.run("--consistency", "strong", "cat", "/data/written").out == b"sho"
+    with open(mnt.p("/data/written"), "rb") as f:
+        assert f.read() == b"sho"
+
+    # Namespace changes and their errno.
+    os.mkdir(mnt.p("/d"))
+    expect_errno(errno.EEXIST, os.mkdir, mnt.p("/d"))
+    with open(mnt.p("/d/x"), "wb") as f:
+        f.write(b"x")
+    expect_errno(errno.ENOTEMPTY, os.rmdir, mnt.p("/d"))
+    expect_errno(errno.ENOENT, os.rmdir, mnt.p("/nope"))
+    expect_errno(errno.ENOENT, os.unlink, mnt.p("/nope"))
+    expect_errno(errno.ENOENT, os.rename, mnt.p("/nope"), mnt.p("/nope2"))
+    expect_errno(errno.EISDIR, os.unlink, mnt.p("/d"))
+    expect_errno(errno.ENOTDIR, os.rmdir, mnt.p("/d/x"))
+    expect_errno(errno.ENOENT, open, mnt.p("/nope/x"), "rb")
+    expect_errno(errno.ENOTDIR, os.listdir, mnt.p("/d/x"))
+    expect_errno(errno.EISDIR, open, mnt.p("/d"), "wb")
+    os.rename(mnt.p("/d/x"), mnt.p("/d/y"))
+    assert os.listdir(mnt.p("/d")) == ["y"]
+    os.rename(mnt.p("/d"), mnt.p("/e"))
+    with open(mnt.p("/e/y"), "rb") as f:
+        assert f.read() == b"x"
+    os.symlink("y", mnt.p("/e/link"))
+    assert os.readlink(mnt.p("/e/link")) == "y"
+    with open(mnt.p("/e/link"), "rb") as f:
+        assert f.read() == b"x"
+    os.unlink(mnt.p("/e/link"))
+    os.unlink(mnt.p("/e/y"))
+    os.rmdir(mnt.p("/e"))
+    assert not os.path.exists(mnt.p("/e"))
+    assert other.run("ls", "/").text.split() == ["big", "data"]
+    expect_errno(errno.EOPNOTSUPP, os.chmod, mnt.p("/data/f1"), 0o600)
+    # A file replaced at the primary is seen without waiting out the
+    # attribute timeout (the mount invalidates on the mirror's new version).
+    with open(mnt.p("/data/f1"), "rb") as f:
+        assert f.read() == files["f1"]
+    os.stat(mnt.p("/data/f1"))
+    other.run("put", "-", "/data/f1", input=b"replaced!")
+    mp.wait_until(lambda: os.stat(mnt.p("/data/f1")).st_size == 9, timeout=0.9,
+                  what="the replaced file's new size")
+    with open(mnt.p("/data/f1"), "rb") as f:
+        assert f.read() == b"replaced!"
+
+    mnt.stop()
+    # Read-only: every change is EROFS, reads work.
+    ro = Mount(tmp, cli, name="ro", options="ro")
+    with open(ro.p("/data/f2"), "rb") as f:
+        assert f.read() == files["f2"]
+    expect_errno(errno.EROFS, os.mkdir, ro.p("/x"))
+    expect_errno(errno.EROFS, open, ro.p("/data/new"), "wb")
+    expect_errno(errno.EROFS, open, ro.p("/data/f2"), "r+b")
+    expect_errno(errno.EROFS, os.unlink, ro.p("/data/f2"))
+    expect_errno(errno.EROFS, os.rename, ro.p("/data/f2"), ro.p("/data/f9"))
+    ro.stop()
+    p.stop()
+    m.stop()
+
+
+def test_mirror_killed_under_reader(tmp):
+    """A reader looping over files while the mirror is killed and restarted
+    sees every byte and no I/O error: the library falls back to the
+    primary."""
+    p, m = cluster(tmp)
+    cli = mp.Cli(tmp, p, m, options=["timeout=500ms", "connect_timeout=300ms",
+                                     "probe_interval=200ms"])
+    files = put_files(tmp, cli, [64 * 1024 + i for i in range(20)], seed=7)
+    m.wait_caught_up(p)
+    mnt = Mount(tmp, cli, options="entry_timeout=0,attr_timeout=0")
+    stop = threading.Event()
+    errors, reads = [], [0]
+
+    def reader():
+        while not stop.is_set():
+            for name, data in files.items():
+                try:
+                    with open(mnt.p("/data/" + name), "rb") as f:
+                        got = f.read()
+                    if got != data:
+                        errors.append("%s: wrong bytes" % name)
+                    reads[0] += 1
+                except OSError as e:
+                    errors.append("%s: %s" % (name, e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        time.sleep(1)
+        m.kill9()
+        before = reads[0]
+        time.sleep(3)
+        assert reads[0] > before, "the reader stalled while the mirror was down"
+        m.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, "%d errors while the mirror was killed: %s" % (len(errors), errors[:5])
+    assert reads[0] > 40, reads[0]
+    mnt.stop()
+    p.stop()
+    m.stop()
+
+
+def test_daemon_and_sigterm(tmp):
+    """Without -f, mp mount goes into the background with a log file;
+    fusermount3 -u unmounts it and the daemon exits."""
+    if shutil.which("fusermount3") is None:
+        raise mp.Skip("no fusermount3")
+    p, m = cluster(tmp)
+    cli = mp.Cli(tmp, p, m)
+    cli.run("put", "-", "/hello", input=b"hello")
+    path = os.path.realpath(os.path.join(tmp, "bg"))
+    os.makedirs(path)
+    log = os.path.join(tmp, "bg.log")
+    cli.run("mount", "-o", "log=" + log, path)
+    try:
+        assert mounted(path)
+        with open(os.path.join(path, "hello"), "rb") as f:
+            assert f.read() == b"hello"
+    finally:
+        subprocess.run(["fusermount3", "-u", path], check=True)
+    mp.wait_until(lambda: "unmounting" in open(log).read(), timeout=10,
+                  what="the daemon's exit")
+    assert not mounted(path)
+    # A bad mountpoint or usage fails in the foreground.
+    r = cli.run("mount", "-f", os.path.join(tmp, "missing-dir"), expect=1)
+    assert "missing-dir" in r.err, r
+    cli.run("mount", "-o", "bogus", path, expect=2)
+    p.stop()
+    m.stop()
+
+
+if __name__ == "__main__":
+    if not os.path.exists("/dev/fuse"):
+        print("skip: no /dev/fuse")
+        sys.exit(77)
+    import atexit
+    atexit.register(_cleanup_mounts)
+    mp.main(globals())
