@@ -1022,6 +1022,10 @@ static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		return;
 	/* The library sets no mode, owner or explicit times; "now" is what a
 	 * commit records anyway, so touch works. */
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		to_set &= ~FUSE_SET_ATTR_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		to_set &= ~FUSE_SET_ATTR_MTIME;
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
 	              FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		fuse_reply_err(req, EOPNOTSUPP);

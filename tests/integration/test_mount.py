@@ -212,6 +212,11 @@ def test_read_list_write(tmp):
     assert not os.path.exists(mnt.p("/e"))
     assert other.run("ls", "/").text.split() == ["big", "data"]
     expect_errno(errno.EOPNOTSUPP, os.chmod, mnt.p("/data/f1"), 0o600)
+    expect_errno(errno.EOPNOTSUPP, os.utime, mnt.p("/data/f1"), (1, 1))
+    os.utime(mnt.p("/data/f1"))  # touch: "now"
+    subprocess.run(["touch", mnt.p("/data/touched")], check=True)
+    assert os.stat(mnt.p("/data/touched")).st_size == 0
+    assert other.run("--consistency", "strong", "cat", "/data/touched").out == b""
     os.mkdir(mnt.p("/sub"))
     expect_errno(errno.EINVAL, os.rename, mnt.p("/sub"), mnt.p("/sub/inner"))
     os.rmdir(mnt.p("/sub"))
