@@ -1281,7 +1281,7 @@ int mount_run(struct mount *m, mp_client *c, mp_error *err)
 		return rc;
 	if (m->o.poll_interval > 0 && pthread_create(&m->poller, NULL, mount_poll, m) == 0)
 		m->poller_running = true;
-	mount_log("serving %s", m->mountpoint);
+	mount_log("serving %s (pid %ld)", m->mountpoint, (long)getpid());
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	if (cfg == NULL) {
 		rc = -ENOMEM;

@@ -342,9 +342,15 @@ def test_daemon_and_sigterm(tmp):
             assert f.read() == b"hello"
     finally:
         subprocess.run(["fusermount3", "-u", path], check=True)
-    mp.wait_until(lambda: "unmounting" in open(log).read(), timeout=10,
+    import re
+    pid = int(re.search(r"\(pid (\d+)\)", open(log).read()).group(1))
+    mp.wait_until(lambda: not os.path.exists("/proc/%d" % pid), timeout=20,
                   what="the daemon's exit")
+    assert "unmounting" in open(log).read()
     assert not mounted(path)
+    text = open(log).read()
+    for marker in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"):
+        assert marker not in text, "sanitizer report from the mount daemon:\n" + text[-6000:]
     # A bad mountpoint or usage fails in the foreground.
     r = cli.run("mount", "-f", os.path.join(tmp, "missing-dir"), expect=1)
     assert "missing-dir" in r.err, r

@@ -193,6 +193,9 @@ def test_fsspec(tmp):
 
 if __name__ == "__main__":
     reexec_under_asan()
+    if os.environ.get("MP_PYTHON_ASAN") == "1":
+        print("ASan build of libmirrorplane: running with LD_PRELOAD=%s (leaks not checked)"
+              % os.environ.get("LD_PRELOAD"))
     try:
         import fsspec  # noqa: F401
     except ImportError:
