@@ -307,6 +307,10 @@ static void mount_init(void *userdata, struct fuse_conn_info *conn)
 	(void)userdata;
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+	/* open(O_TRUNC) arrives as such, not as a truncate (a commit of an
+	 * empty file) before the open. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->max_readahead = 1 << 20;
 }
 
