@@ -242,6 +242,9 @@ static void mount_fail(fuse_req_t req, const char *op, const char *path, int rc,
                        const mp_error *err)
 {
 	int e = mount_errno(rc);
+	/* A read-only token: the file system is read-only to this mount. */
+	if (rc == -EACCES && err != NULL && strstr(err->message, "does not allow writes") != NULL)
+		e = EROFS;
 	if (e == EIO)
 		mount_log("%s %s: %s", op, path != NULL ? path : "?",
 		          err != NULL && err->message[0] ? err->message : strerror(-rc));
@@ -965,7 +968,7 @@ static void mount_sync(fuse_req_t req, struct fuse_file_info *fi, const char *op
 	if (rc < 0) {
 		/* A write that did not land is always reported. */
 		mount_log("%s %s: %s", op, h->path, err.message[0] ? err.message : strerror(-rc));
-		fuse_reply_err(req, mount_errno(rc));
+		mount_fail(req, op, h->path, rc, &err);
 	} else {
 		fuse_reply_err(req, 0);
 	}
