@@ -15,6 +15,7 @@ packages=(
   libxxhash-dev nginx-light
   iproute2 nftables
   awscli
+  libfuse3-dev fuse3 python3-fsspec
 )
 
 missing=()

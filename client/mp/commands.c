@@ -92,6 +92,17 @@ static const struct command commands[] = {
      "warmup wait PATH... --timeout DUR: exits 0 once every block under each PATH\n"
      "  is cached at its owner in the site's group, 1 at the timeout (what is\n"
      "  missing is printed): a readiness gate for a pod's init container.\n"},
+    {"mount", cmd_mount, "mount [-f] [-o OPTIONS] MOUNTPOINT", "mount the namespace (FUSE)",
+     "Reads go to the site's mirror and through the library's read path (cache\n"
+     "group, site bucket, origin); writes are staged in a local file and uploaded\n"
+     "and committed at the primary on close or fsync (close-to-open).\n"
+     "  -f, --foreground  stay in the foreground (else: a daemon logging to\n"
+     "                   /tmp/mp-mount-UID.log, or -o log=FILE)\n"
+     "  -o OPTIONS       comma-separated: ro, allow_other, entry_timeout=S,\n"
+     "                   attr_timeout=S (kernel caching, default 1 s), poll=S\n"
+     "                   (remote change checks, default 0.2, 0 for none),\n"
+     "                   log=FILE, staging=DIR (default $TMPDIR or /tmp)\n"
+     "Unmount with fusermount3 -u MOUNTPOINT, umount, or SIGTERM.\n"},
     {"help", commands_help_cmd, "help [COMMAND]", "show this help, or a command's", NULL},
 };
 

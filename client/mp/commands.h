@@ -44,5 +44,6 @@ int cmd_status_status(struct ctx *ctx, int argc, char **argv);
 int cmd_status_version(struct ctx *ctx, int argc, char **argv);
 int cmd_policy(struct ctx *ctx, int argc, char **argv);
 int cmd_gc(struct ctx *ctx, int argc, char **argv);
+int cmd_mount(struct ctx *ctx, int argc, char **argv);
 
 #endif
