@@ -17,10 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOUNT_BUCKETS       4096
-#define MOUNT_READAHEAD     (4u << 20)  /* the first window of a sequential reader */
-#define MOUNT_READAHEAD_MAX (64u << 20) /* grown by doubling: its parts go in parallel */
-#define MOUNT_POLL_MAX      2000        /* inodes checked per remote change */
+#define MOUNT_BUCKETS   4096
+#define MOUNT_READAHEAD (4u << 20)
+#define MOUNT_POLL_MAX  2000 /* inodes checked per remote change */
 
 /* An inode the kernel knows: its path as last looked up. */
 struct inode {
@@ -41,9 +40,8 @@ struct handle {
 	bool dirty;
 	char *buf; /* readahead window [buf_off, buf_off + buf_len) */
 	uint64_t buf_off;
-	size_t buf_len, buf_cap;
+	size_t buf_len;
 	uint64_t next_off; /* where a sequential read would go next */
-	size_t window;     /* the next readahead's size */
 };
 
 /* A directory listing, taken whole at opendir so that offsets are stable. */
@@ -317,11 +315,6 @@ static void mount_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->max_readahead = 1 << 20;
-	/* The kernel's reads of a file one at a time and in order: the
-	 * mount's own readahead window does the fetching ahead, and async
-	 * reads arriving out of order on several threads would look random
-	 * to it. */
-	conn->want &= ~FUSE_CAP_ASYNC_READ;
 }
 
 static void mount_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -887,29 +880,17 @@ static int mount_read_remote(struct mount *m, struct handle *h, size_t size, off
 		h->next_off = o + size;
 		return 0;
 	}
-	/* A reader that keeps going sequentially gets windows of twice the
-	 * size each time (the library fetches a window's parts in parallel);
-	 * a jump starts over. */
 	size_t want = size;
-	if (o == h->next_off) {
-		if (h->window == 0)
-			h->window = MOUNT_READAHEAD;
-		else if (h->window < MOUNT_READAHEAD_MAX)
-			h->window *= 2;
-		if (want < h->window)
-			want = h->window;
-	} else {
-		h->window = 0;
-	}
+	if (o == h->next_off && want < MOUNT_READAHEAD)
+		want = MOUNT_READAHEAD;
 	if (want > h->size - o)
 		want = h->size - o;
-	if (want > h->buf_cap) {
+	if (h->buf == NULL || want > MOUNT_READAHEAD) {
 		size_t cap = want > MOUNT_READAHEAD ? want : MOUNT_READAHEAD;
 		char *b = realloc(h->buf, cap);
 		if (b == NULL)
 			return -ENOMEM;
 		h->buf = b;
-		h->buf_cap = cap;
 	}
 	struct read_sink s = {.buf = h->buf, .cap = want};
 	h->buf_len = 0;
