@@ -80,6 +80,10 @@ static void synced_cb(evutil_socket_t fd, short what, void *arg)
 			          strerror(-r));
 		m->journal_failing = true;
 	} else if (m->sync_job_gen == m->sync_gen) {
+		if (m->journal_failing)
+			log_info("journal: written and synced again up to version %llu; "
+			         "acknowledging",
+			         (unsigned long long)m->sync_version);
 		m->journal_failing = false;
 		journal_set_durable(m->journal, m->sync_version);
 		if (m->sync_version > m->durable) {
@@ -745,6 +749,10 @@ static void register_metrics(struct mirror *m)
 	m->m_frames_rejected = metrics_counter(x, "mp_mirror_frames_rejected_total",
 	                                       "Frames refused as malformed or oversized");
 	m->m_entries = metrics_gauge(x, "mp_mirror_namespace_entries", "Inodes in the replica");
+	m->m_journal_failing =
+	    metrics_gauge(x, "mp_mirror_journal_failing",
+	                  "1 while the journal cannot be written (disk full, EIO): versions are "
+	                  "served from memory but not acknowledged");
 }
 
 static void load_journal(struct mirror *m)

@@ -148,7 +148,7 @@ struct mirror {
 	struct metrics *metrics;
 	struct metric *m_version, *m_lag_versions, *m_lag_seconds, *m_applied, *m_parked, *m_stale,
 	    *m_bootstraps, *m_reconnects, *m_divergences, *m_reads, *m_connections,
-	    *m_frames_rejected, *m_entries;
+	    *m_frames_rejected, *m_entries, *m_journal_failing;
 };
 
 int64_t mirror_now_ns(void);

@@ -103,6 +103,8 @@ static int status(void *arg, struct evbuffer *body, const char **ret_content_typ
 	json_uint(&w, m->version);
 	json_key(&w, "durable_version");
 	json_uint(&w, m->durable);
+	json_key(&w, "journal_failing");
+	json_bool(&w, m->journal_failing);
 	json_key(&w, "upstream_version");
 	json_uint(&w, m->upstream_version);
 	json_key(&w, "lag_versions");
@@ -143,6 +145,7 @@ static int metrics(void *arg, struct evbuffer *body, const char **ret_content_ty
 	metric_set(m->m_lag_seconds, mirror_lag_seconds(m));
 	metric_set(m->m_parked, (double)m->nparked);
 	metric_set(m->m_entries, (double)namespace_count(m->ns));
+	metric_set(m->m_journal_failing, m->journal_failing ? 1.0 : 0.0);
 	stream_update_metrics(m->stream);
 	replication_update_metrics(m->repl);
 	return metrics_handler(m->metrics, body, ret_content_type);

@@ -326,7 +326,21 @@ def sc_disk_full(s, load, region="eu"):
         s.failures.append("the mirror logged nothing about its full disk")
     alive = s.bed.alive("mirror-" + region)
     s.notes.append("%s mirror %s while full" % (region, "kept running" if alive else "EXITED"))
+    st = s.bed.mirror_status(region) or {}
+    s.notes.append("%s status while full: journal_failing %s, applied %s, durable %s" % (
+        region, st.get("journal_failing"), st.get("applied_version"), st.get("durable_version")))
+    if st.get("journal_failing") is not True:
+        s.failures.append("/status does not say the journal is failing")
     s.bed.free(region)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = s.bed.mirror_status(region) or {}
+        if st.get("journal_failing") is False and st.get("durable_version", 0) >= \
+                st.get("applied_version", 1) - 50:
+            break
+        time.sleep(0.2)
+    else:
+        s.failures.append("the journal did not recover within 30 s of freeing the disk")
     if not alive:
         s.failures.append("the mirror exited on a full disk")
         s.bed.spawn("mirror-" + region, region, s.bed.state["procs"]["mirror-" + region]["argv"],
