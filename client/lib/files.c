@@ -304,18 +304,24 @@ MP_EXPORT int mp_read(mp_client *c, const char *remote, uint64_t offset, uint64_
 	r = sub_layout(&n, offset, length, &sub, err);
 	if (r == 0)
 		r = transfer_chunks(c, &sub, &chunks, &count, err);
-	/* A chunk of an extent the range cut is not the whole object: its
-	 * bytes cannot be checked against the object's MD5 ETag. Only the
-	 * first and last extents of the range can be cut. */
+	/* Chunks of an extent the range cut name the whole extent: the cache
+	 * group asks for blocks of the object as the layout knows it (its size
+	 * is the extent's end, not the cut's), and a chunk covering the cut is
+	 * not the whole object, whose MD5 ETag its bytes cannot match. Only
+	 * the first and last extents of the range can be cut; the cut ones
+	 * borrow the original's strings, so the key pointer finds it. */
 	for (size_t i = 0; r == 0 && i < count; i++) {
 		const mp_extent *x = chunks[i].ext;
-		if (!chunks[i].whole_extent ||
-		    (x != &sub.extents[0] && x != &sub.extents[sub.n_extents - 1]))
+		if (x != &sub.extents[0] && x != &sub.extents[sub.n_extents - 1])
 			continue;
-		for (size_t k = 0; k < n.n_extents; k++)
-			if (n.extents[k].key == x->key &&
-			    (n.extents[k].offset != x->offset || n.extents[k].length != x->length))
+		for (size_t k = 0; k < n.n_extents; k++) {
+			if (n.extents[k].key != x->key)
+				continue;
+			if (n.extents[k].offset != x->offset || n.extents[k].length != x->length)
 				chunks[i].whole_extent = false;
+			chunks[i].ext = &n.extents[k];
+			break;
+		}
 	}
 	struct progress pr;
 	progress_init(&pr, opts);
