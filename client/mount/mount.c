@@ -42,6 +42,10 @@ struct handle {
 	uint64_t buf_off;
 	size_t buf_len;
 	uint64_t next_off; /* where a sequential read would go next */
+	/* Open handles are listed, so that those the kernel never released
+	 * (an unmount right after a close) are uploaded and freed at exit. */
+	struct mount *owner;
+	struct handle *prev, *next;
 };
 
 /* A directory listing, taken whole at opendir so that offsets are stable. */
@@ -52,6 +56,8 @@ struct dir_entry {
 struct dir_handle {
 	struct dir_entry *entries;
 	size_t n, cap;
+	struct mount *owner; /* listed while open, as file handles are */
+	struct dir_handle *prev, *next;
 };
 
 struct mount {
@@ -71,7 +77,30 @@ struct mount {
 	pthread_mutex_t poll_lock;
 	pthread_cond_t poll_cond;
 	bool stopping;
+
+	pthread_mutex_t open_lock; /* the lists of open handles */
+	struct handle *open_files;
+	struct dir_handle *open_dirs;
 };
+
+/* Adds x to or removes it from a doubly linked list at *head. */
+#define OPEN_LINK(head, x)                                                                         \
+	do {                                                                                       \
+		(x)->prev = NULL;                                                                  \
+		(x)->next = *(head);                                                               \
+		if (*(head) != NULL)                                                               \
+			(*(head))->prev = (x);                                                     \
+		*(head) = (x);                                                                     \
+	} while (0)
+#define OPEN_UNLINK(head, x)                                                                       \
+	do {                                                                                       \
+		if ((x)->prev != NULL)                                                             \
+			(x)->prev->next = (x)->next;                                               \
+		else                                                                               \
+			*(head) = (x)->next;                                                       \
+		if ((x)->next != NULL)                                                             \
+			(x)->next->prev = (x)->prev;                                               \
+	} while (0)
 
 static void mount_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void mount_log(const char *fmt, ...)
@@ -421,6 +450,11 @@ static void mount_dir_free(struct dir_handle *d)
 {
 	if (d == NULL)
 		return;
+	if (d->owner != NULL) {
+		pthread_mutex_lock(&d->owner->open_lock);
+		OPEN_UNLINK(&d->owner->open_dirs, d);
+		pthread_mutex_unlock(&d->owner->open_lock);
+	}
 	for (size_t i = 0; i < d->n; i++) {
 		free(d->entries[i].name);
 		free(d->entries[i].node.target);
@@ -446,6 +480,10 @@ static void mount_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	}
 	fi->fh = (uintptr_t)d;
 	fi->cache_readdir = 0;
+	d->owner = m;
+	pthread_mutex_lock(&m->open_lock);
+	OPEN_LINK(&m->open_dirs, d);
+	pthread_mutex_unlock(&m->open_lock);
 	d = NULL;
 	fuse_reply_open(req, fi);
 out:
@@ -675,6 +713,11 @@ static void mount_handle_free(struct handle *h)
 {
 	if (h == NULL)
 		return;
+	if (h->owner != NULL) {
+		pthread_mutex_lock(&h->owner->open_lock);
+		OPEN_UNLINK(&h->owner->open_files, h);
+		pthread_mutex_unlock(&h->owner->open_lock);
+	}
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h->buf);
@@ -708,6 +751,10 @@ static int mount_handle_new(struct mount *m, const char *path, bool writing, str
 		}
 		unlink(tmpl);
 	}
+	h->owner = m;
+	pthread_mutex_lock(&m->open_lock);
+	OPEN_LINK(&m->open_files, h);
+	pthread_mutex_unlock(&m->open_lock);
 	*ret = h;
 	return 0;
 }
@@ -1209,6 +1256,7 @@ int mount_new(const char *mountpoint, const struct mount_options *o, struct moun
 	}
 	m->o = *o;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->open_lock, NULL);
 	pthread_mutex_init(&m->poll_lock, NULL);
 	pthread_cond_init(&m->poll_cond, NULL);
 	const char *tmp = o->staging_dir;
@@ -1311,6 +1359,26 @@ int mount_run(struct mount *m, mp_client *c, mp_error *err)
 		pthread_join(m->poller, NULL);
 		m->poller_running = false;
 	}
+	/* Handles the kernel never released: what was written is uploaded. */
+	for (;;) {
+		pthread_mutex_lock(&m->open_lock);
+		struct handle *h = m->open_files;
+		pthread_mutex_unlock(&m->open_lock);
+		if (h == NULL)
+			break;
+		mp_error uerr = {0};
+		if (mount_handle_upload(m, h, &uerr) < 0)
+			mount_log("at exit, %s: %s", h->path, uerr.message);
+		mount_handle_free(h);
+	}
+	for (;;) {
+		pthread_mutex_lock(&m->open_lock);
+		struct dir_handle *d = m->open_dirs;
+		pthread_mutex_unlock(&m->open_lock);
+		if (d == NULL)
+			break;
+		mount_dir_free(d);
+	}
 	mount_log("unmounting %s", m->mountpoint);
 	return rc;
 }
@@ -1333,6 +1401,7 @@ void mount_free(struct mount *m)
 			free(in);
 		}
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->open_lock);
 	pthread_mutex_destroy(&m->poll_lock);
 	pthread_cond_destroy(&m->poll_cond);
 	free(m->mountpoint);
