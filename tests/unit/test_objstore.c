@@ -131,12 +131,14 @@ static int stream_fill(void *arg, uint64_t offset, void *buf, size_t len)
 	return 0;
 }
 
+/* Gives the first chunk (zeros), then fails. */
 static int failing_fill(void *arg, uint64_t offset, void *buf, size_t len)
 {
 	(void)arg;
-	(void)buf;
-	(void)len;
-	return offset > 0 ? -EIO : 0;
+	if (offset > 0)
+		return -EIO;
+	memset(buf, 0, len);
+	return 0;
 }
 
 enum put_how { PUT_SINGLE, PUT_MULTIPART, PUT_STREAM };
