@@ -56,8 +56,8 @@ int txn_setattr(struct txn *t, const char *path, size_t len, const struct txn_at
 
 /* Creates or replaces the record called name (a node of type NODE_RECORD,
  * outside the tree: see node.h) with doc as its document. */
-int txn_put_record(struct txn *t, const char *name, size_t len, const uint8_t *doc,
-                   size_t doc_len, uint64_t *ret_ino);
+int txn_put_record(struct txn *t, const char *name, size_t len, const uint8_t *doc, size_t doc_len,
+                   uint64_t *ret_ino);
 
 const char *txn_error(const struct txn *t);
 

@@ -235,10 +235,10 @@ typedef struct mp_replication_rule {
 	char rule[64];
 	uint64_t pending_objects, pending_bytes;
 	uint64_t verified_objects, verified_bytes;
-	uint64_t copied_bytes;    /* since the mirror started */
-	uint64_t failures;        /* failed attempts since the mirror started */
-	uint64_t failing_objects; /* objects that failed 3 times or more */
-	uint64_t lag_ms;          /* age of the oldest change not yet copied */
+	uint64_t copied_bytes;     /* since the mirror started */
+	uint64_t failures;         /* failed attempts since the mirror started */
+	uint64_t failing_objects;  /* objects that failed 3 times or more */
+	uint64_t lag_ms;           /* age of the oldest change not yet copied */
 	uint64_t bytes_per_second; /* copied, over the last 10 s */
 	char last_error[256];
 } mp_replication_rule;
@@ -258,8 +258,8 @@ typedef struct mp_site_info {
 	uint64_t repl_pending_objects, repl_pending_bytes, repl_failing_objects;
 	uint64_t cache_nodes, cache_used, cache_capacity;
 } mp_site_info;
-MP_EXPORT int mp_sites(mp_client *c, mp_site_info *out, size_t cap, size_t *ret_n,
-                       char *ret_from, size_t from_len, mp_error *err);
+MP_EXPORT int mp_sites(mp_client *c, mp_site_info *out, size_t cap, size_t *ret_n, char *ret_from,
+                       size_t from_len, mp_error *err);
 
 /* The primary's current version and the applied version of the first
  * healthy mirror (0 and an empty mirror string when none answers). */
