@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package mirrorplane's build, tests and benchmarks need.
+# deploy/install-deps.sh [--bench]
 # Idempotent: packages already present are left alone, so a second run costs
 # only the dpkg query.
 set -euo pipefail
@@ -17,6 +18,10 @@ packages=(
   awscli
   libfuse3-dev fuse3 python3-fsspec
 )
+# With --bench, what the benchmarks compare against (bench/README.md).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(fio s3fs rclone python3-torch)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

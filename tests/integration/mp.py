@@ -1405,7 +1405,9 @@ def main(namespace):
                 raise
             failed.append(name)
             print("FAIL %s (%.1f s)" % (name, time.monotonic() - t0), flush=True)
-            traceback.print_exc()
+            # On stdout, right after the FAIL line: meson's log keeps stdout
+            # whole and CI shows it first.
+            traceback.print_exc(file=sys.stdout)
             for p in _test_daemons:
                 print("------ log of %s (%s) ------" % (p.name, p.log_path))
                 text = p.log()
