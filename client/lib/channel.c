@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bigbuf.h"
 #include "internal.h"
 #include "netaddr.h"
 #include "proto.h"
@@ -68,11 +69,25 @@ void request_u64(struct request_body *b, const char *key, uint64_t value)
 	msgpack_pack_uint64(&b->pk, value);
 }
 
+/* Large answers (blocks, file data) reuse buffers whose pages are in. */
+static uint8_t *payload_alloc(size_t len)
+{
+	return len >= BIGBUF_MIN ? bigbuf_get(len) : malloc(len);
+}
+
+static void payload_free(uint8_t *p, size_t len)
+{
+	if (len >= BIGBUF_MIN)
+		bigbuf_put(p);
+	else
+		free(p);
+}
+
 void reply_release(struct reply *r)
 {
 	if (r->decoded)
 		frame_release(&r->frame);
-	free(r->payload);
+	payload_free(r->payload, r->payload_len);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -351,18 +366,19 @@ static int read_answer(struct channel *ch, uint64_t id, int64_t deadline, struct
 		if (len == 0 || len > CLIENT_FRAME_MAX)
 			return mperr(err, -EPROTO, "%s: a frame of %u bytes", ch->address, len);
 		struct reply rep = {0};
-		rep.payload = malloc(len);
+		rep.payload = payload_alloc(len);
+		rep.payload_len = len;
 		if (rep.payload == NULL)
 			return mperr(err, -ENOMEM, "out of memory");
 		r = recv_all(ch, rep.payload, len, deadline, err);
 		if (r < 0) {
-			free(rep.payload);
+			payload_free(rep.payload, len);
 			return r;
 		}
 		char why[200];
 		uint64_t got_id = 0;
 		if (frame_decode(rep.payload, len, &rep.frame, &got_id, why, sizeof(why)) < 0) {
-			free(rep.payload);
+			payload_free(rep.payload, len);
 			return mperr(err, -EPROTO, "%s: a malformed answer: %s", ch->address, why);
 		}
 		rep.decoded = true;

@@ -290,12 +290,22 @@ MP_EXPORT int mp_read(mp_client *c, const char *remote, uint64_t offset, uint64_
 	int r = stat_file(c, remote, call, &n, err);
 	if (r < 0)
 		return r;
-	if (offset > n.size) {
-		r = mperr(err, -ERANGE, "%s: offset %llu is past the end (%llu bytes)", remote,
-		          (unsigned long long)offset, (unsigned long long)n.size);
-		mp_node_clear(&n);
-		return r;
-	}
+	r = mp_read_node(c, &n, offset, length, sink, arg, opts, err);
+	mp_node_clear(&n);
+	return r;
+}
+
+MP_EXPORT int mp_read_node(mp_client *c, const mp_node *file, uint64_t offset, uint64_t length,
+                           mp_sink_cb sink, void *arg, const mp_transfer_opts *opts, mp_error *err)
+{
+	if (file == NULL || file->type != MP_TYPE_FILE)
+		return mperr(err, -EINVAL, "read: not a file's node");
+	const mp_node n = *file;
+	const char *remote = n.name != NULL ? n.name : "";
+	int r;
+	if (offset > n.size)
+		return mperr(err, -ERANGE, "%s: offset %llu is past the end (%llu bytes)", remote,
+		             (unsigned long long)offset, (unsigned long long)n.size);
 	if (length == 0 || length > n.size - offset)
 		length = n.size - offset;
 	mp_node sub;
@@ -361,6 +371,5 @@ MP_EXPORT int mp_read(mp_client *c, const char *remote, uint64_t offset, uint64_
 	free(bufs);
 	free(chunks);
 	free(sub.extents);
-	mp_node_clear(&n);
 	return r;
 }

@@ -124,6 +124,7 @@ struct channel {
 /* An answer: a REPLY or an ERROR frame, decoded. */
 struct reply {
 	uint8_t *payload;
+	size_t payload_len;
 	struct frame frame;
 	bool decoded;
 	bool is_error;

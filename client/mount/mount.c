@@ -3,6 +3,7 @@
 #define FUSE_USE_VERSION 312
 
 #include "mount.h"
+#include "reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,9 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOUNT_BUCKETS   4096
-#define MOUNT_READAHEAD (4u << 20)
-#define MOUNT_POLL_MAX  2000 /* inodes checked per remote change */
+#define MOUNT_BUCKETS  4096
+#define MOUNT_FETCHERS 8    /* threads fetching windows ahead of readers */
+#define MOUNT_POLL_MAX 2000 /* inodes checked per remote change */
 
 /* An inode the kernel knows: its path as last looked up. */
 struct inode {
@@ -28,20 +29,20 @@ struct inode {
 	char *path;
 	uint64_t nlookup;
 	int64_t ctime_ns; /* as last reported to the kernel */
+	/* The version last opened: the kernel may keep its cached pages at the
+	 * next open while the file still has it. */
+	int64_t open_ctime_ns, open_mtime_ns;
+	uint64_t open_size;
 	struct inode *next;
 };
 
-/* An open file: a readahead window for reads, a staging file for writes. */
+/* An open file: the version opened for reads, a staging file for writes. */
 struct handle {
 	pthread_mutex_t lock;
 	char *path;
-	uint64_t size; /* at open, for reads */
-	int fd;        /* staging file, -1 when opened for reading */
+	struct reader *reader; /* opened for reading */
+	int fd;                /* staging file, -1 when opened for reading */
 	bool dirty;
-	char *buf; /* readahead window [buf_off, buf_off + buf_len) */
-	uint64_t buf_off;
-	size_t buf_len;
-	uint64_t next_off; /* where a sequential read would go next */
 	/* Open handles are listed, so that those the kernel never released
 	 * (an unmount right after a close) are uploaded and freed at exit. */
 	struct mount *owner;
@@ -67,7 +68,8 @@ struct mount {
 	struct fuse_session *se;
 	bool mounted;
 	mp_client *client;
-	uint64_t root_ino; /* the namespace's root inode, FUSE_ROOT_ID to the kernel */
+	struct fetch_pool *pool; /* fetches ahead of sequential readers */
+	uint64_t root_ino;       /* the namespace's root inode, FUSE_ROOT_ID to the kernel */
 
 	pthread_mutex_t lock; /* the inode table */
 	struct inode *table[MOUNT_BUCKETS];
@@ -720,7 +722,7 @@ static void mount_handle_free(struct handle *h)
 	}
 	if (h->fd >= 0)
 		close(h->fd);
-	free(h->buf);
+	reader_free(h->reader);
 	free(h->path);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
@@ -819,6 +821,24 @@ static int mount_handle_fetch(struct mount *m, struct handle *h, mp_error *err)
 	return rc;
 }
 
+/* Records the version of ino an open for reading found; true when it is
+ * the one the previous open found (the kernel's cached pages are good). */
+static bool mount_opened(struct mount *m, fuse_ino_t ino, const mp_node *n)
+{
+	bool same = false;
+	pthread_mutex_lock(&m->lock);
+	struct inode *in = ino == FUSE_ROOT_ID ? NULL : *mount_slot(m, ino);
+	if (in != NULL) {
+		same = in->open_ctime_ns == n->ctime_ns && in->open_mtime_ns == n->mtime_ns &&
+		       in->open_size == n->size && n->ctime_ns != 0;
+		in->open_ctime_ns = n->ctime_ns;
+		in->open_mtime_ns = n->mtime_ns;
+		in->open_size = n->size;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return same;
+}
+
 static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mount *m = fuse_req_userdata(req);
@@ -838,12 +858,15 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		rc = -EISDIR;
 	if (rc == 0)
 		rc = mount_handle_new(m, path, writing, &h);
+	bool unchanged = false;
 	if (rc == 0) {
-		h->size = n.size;
 		if (writing && (fi->flags & O_TRUNC)) {
 			h->dirty = true;
 		} else if (writing) {
 			rc = mount_handle_fetch(m, h, &err);
+		} else {
+			unchanged = mount_opened(m, ino, &n);
+			rc = reader_new(m->pool, &n, &h->reader);
 		}
 	}
 	if (rc < 0) {
@@ -851,9 +874,9 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		mount_fail(req, "open", path, rc, &err);
 	} else {
 		fi->fh = (uintptr_t)h;
-		/* Close-to-open: an open drops what the kernel cached of the
-		 * file's pages. */
-		fi->keep_cache = 0;
+		/* Close-to-open: the kernel keeps what it cached of the file's
+		 * pages only while the file is the version they came from. */
+		fi->keep_cache = unchanged;
 		fuse_reply_open(req, fi);
 	}
 	mp_node_clear(&n);
@@ -908,79 +931,35 @@ static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	free(path);
 }
 
-/* Reads [off, off + size) of a file opened for reading: sequential reads
- * fill a readahead window, random ones fetch only what they ask for. */
-static int mount_read_remote(struct mount *m, struct handle *h, size_t size, off_t off,
-                             char **ret_data, size_t *ret_len, mp_error *err)
+static void mount_reply_iov(void *arg, const struct iovec *iov, int cnt)
 {
-	uint64_t o = (uint64_t)off;
-	if (o >= h->size || size == 0) {
-		*ret_data = h->buf;
-		*ret_len = 0;
-		return 0;
-	}
-	if (size > h->size - o)
-		size = h->size - o;
-	if (h->buf != NULL && o >= h->buf_off && o + size <= h->buf_off + h->buf_len) {
-		*ret_data = h->buf + (o - h->buf_off);
-		*ret_len = size;
-		h->next_off = o + size;
-		return 0;
-	}
-	size_t want = size;
-	if (o == h->next_off && want < MOUNT_READAHEAD)
-		want = MOUNT_READAHEAD;
-	if (want > h->size - o)
-		want = h->size - o;
-	if (h->buf == NULL || want > MOUNT_READAHEAD) {
-		size_t cap = want > MOUNT_READAHEAD ? want : MOUNT_READAHEAD;
-		char *b = realloc(h->buf, cap);
-		if (b == NULL)
-			return -ENOMEM;
-		h->buf = b;
-	}
-	struct read_sink s = {.buf = h->buf, .cap = want};
-	h->buf_len = 0;
-	int rc = mp_read(m->client, h->path, o, want, mount_read_sink, &s, NULL, NULL, err);
-	if (rc < 0)
-		return rc;
-	h->buf_off = o;
-	h->buf_len = s.len;
-	*ret_data = h->buf;
-	*ret_len = s.len < size ? s.len : size;
-	h->next_off = o + *ret_len;
-	return 0;
+	fuse_reply_iov(arg, iov, cnt);
 }
 
 static void mount_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct mount *m = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	pthread_mutex_lock(&h->lock);
-	if (h->fd >= 0) {
-		char *buf = malloc(size ? size : 1);
-		ssize_t n = buf != NULL ? pread(h->fd, buf, size, off) : -1;
-		if (n < 0)
-			fuse_reply_err(req, buf == NULL ? ENOMEM : EIO);
-		else
-			fuse_reply_buf(req, buf, (size_t)n);
-		free(buf);
-	} else {
-		char *data = NULL;
-		size_t len = 0;
+	if (h->reader != NULL) {
 		mp_error err = {0};
-		int rc = mount_read_remote(m, h, size, off, &data, &len, &err);
+		int rc = reader_read(h->reader, (uint64_t)off, size, mount_reply_iov, req, &err);
 		if (rc < 0) {
 			/* Data that cannot be read from any source. */
 			mount_log("read %s at %lld: %s", h->path, (long long)off,
 			          err.message[0] ? err.message : strerror(-rc));
 			fuse_reply_err(req, rc == -ENOENT ? ENOENT : EIO);
-		} else {
-			fuse_reply_buf(req, data, len);
 		}
+		return;
 	}
+	pthread_mutex_lock(&h->lock);
+	char *buf = malloc(size ? size : 1);
+	ssize_t n = buf != NULL ? pread(h->fd, buf, size, off) : -1;
+	if (n < 0)
+		fuse_reply_err(req, buf == NULL ? ENOMEM : EIO);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -1334,6 +1313,8 @@ int mount_run(struct mount *m, mp_client *c, mp_error *err)
 	mp_node_clear(&root);
 	if (rc < 0)
 		return rc;
+	if ((rc = fetch_pool_start(c, MOUNT_FETCHERS, &m->pool, err)) < 0)
+		return rc;
 	if (m->o.poll_interval > 0 && pthread_create(&m->poller, NULL, mount_poll, m) == 0)
 		m->poller_running = true;
 	mount_log("serving %s (pid %ld)", m->mountpoint, (long)getpid());
@@ -1379,6 +1360,8 @@ int mount_run(struct mount *m, mp_client *c, mp_error *err)
 			break;
 		mount_dir_free(d);
 	}
+	fetch_pool_stop(m->pool);
+	m->pool = NULL;
 	mount_log("unmounting %s", m->mountpoint);
 	return rc;
 }

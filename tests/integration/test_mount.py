@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """mp mount (FUSE) against a real primary and mirror: file bytes read
 through the mount (sequential and random), a directory of 10,000 entries,
-a file written through the mount seen by `mp cat` at another handle after
+reads straddling readahead windows and readers in parallel, an open file
+that keeps its version when replaced or removed, a file written through
+the mount seen by `mp cat` at another handle after
 close (close-to-open), errno of failed namespace changes, a read-only
 mount, a reader that sees no I/O error while the mirror is killed and
 restarted, a file replaced at the primary seen at once, and unmounting by
@@ -237,6 +239,104 @@ def test_read_list_write(tmp):
     ro.stop()
     p.stop()
     m.stop()
+
+
+def test_readahead_and_open_versions(tmp):
+    """Sequential reads of a file many readahead windows long, with read
+    sizes that straddle windows, readers of one descriptor in parallel,
+    random ranges from several threads; an open file removed at the primary
+    reads on to its end; a file replaced there is new at the next open."""
+    p, m = cluster(tmp)
+    cli = mp.Cli(tmp, p, m)
+    files = put_files(tmp, cli, [41 * MiB + 7, 6 * MiB + 1, 100 * 1024])
+    m.wait_caught_up(p)
+    mnt = Mount(tmp, cli)
+    big = files["f0"]
+    for chunk in (MiB, 300 * 1024 + 1, 4 * MiB + 3):
+        with open(mnt.p("/data/f0"), "rb", buffering=0) as f:
+            parts = []
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    break
+                parts.append(b)
+        got = b"".join(parts)
+        assert len(got) == len(big) and got == big, "sequential read, %d-byte reads" % chunk
+
+    errors = []
+
+    def halves(fd, lo, hi):
+        try:
+            off = lo
+            while off < hi:
+                n = min(512 * 1024, hi - off)
+                b = os.pread(fd, n, off)
+                if b != big[off:off + n]:
+                    errors.append("pread at %d: wrong bytes" % off)
+                    return
+                off += n
+        except OSError as e:
+            errors.append("pread: %s" % e)
+
+    fd = os.open(mnt.p("/data/f0"), os.O_RDONLY)
+    half = len(big) // 2
+    ts = [threading.Thread(target=halves, args=(fd, 0, half)),
+          threading.Thread(target=halves, args=(fd, half, len(big)))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    os.close(fd)
+
+    def scattered(seed):
+        rng = random.Random(seed)
+        try:
+            with open(mnt.p("/data/f0"), "rb", buffering=0) as f:
+                for _ in range(40):
+                    off = rng.randrange(len(big))
+                    n = rng.choice([1, 4096, 131072, 5 * MiB])
+                    f.seek(off)
+                    if f.read(n) != big[off:off + n]:
+                        errors.append("random read at %d+%d: wrong bytes" % (off, n))
+                        return
+        except OSError as e:
+            errors.append("random read: %s" % e)
+
+    ts = [threading.Thread(target=scattered, args=(s,)) for s in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+
+    # Open, then remove f2 at the primary: the open file reads on to its
+    # end (as an unlinked open file on a local disk); replace f1 there: the
+    # next open sees the new version.
+    f2 = open(mnt.p("/data/f2"), "rb", buffering=0)
+    head = f2.read(1000)
+    assert head == files["f2"][:1000]
+    new = random.Random(9).randbytes(2 * MiB + 9)
+    src = os.path.join(tmp, "new-f1")
+    with open(src, "wb") as f:
+        f.write(new)
+    with open(mnt.p("/data/f1"), "rb") as f:
+        assert f.read() == files["f1"]
+    other = mp.Cli(tmp, p, m, session=os.path.join(tmp, "other-session"))
+    other.run("put", src, "/data/f1")
+    other.run("rm", "/data/f2")
+    m.wait_caught_up(p)
+    assert head + f2.read() == files["f2"], "a removed open file could not be read to its end"
+    f2.close()
+    # The next open sees the new version (the invalidation poll or the
+    # attribute timeout, whichever comes first).
+
+    def reads_new():
+        with open(mnt.p("/data/f1"), "rb") as f:
+            return f.read() == new
+
+    mp.wait_until(reads_new, timeout=10, what="the replaced file at the next open")
+    expect_errno(errno.ENOENT, os.stat, mnt.p("/data/f2"))
+    mnt.stop()
 
 
 def test_two_sites(tmp):

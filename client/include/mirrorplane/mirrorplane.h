@@ -345,6 +345,12 @@ typedef int (*mp_sink_cb)(void *arg, const void *data, size_t len);
 MP_EXPORT int mp_read(mp_client *c, const char *remote, uint64_t offset, uint64_t length,
                       mp_sink_cb sink, void *arg, const mp_transfer_opts *opts, mp_call *call,
                       mp_error *err);
+/* The same from a file's node as mp_stat returned it (with its extents),
+ * without asking for it again: what an open file handle reads, so that it
+ * keeps reading the version it opened, even once that is replaced or
+ * removed (until garbage collection takes its objects). */
+MP_EXPORT int mp_read_node(mp_client *c, const mp_node *file, uint64_t offset, uint64_t length,
+                           mp_sink_cb sink, void *arg, const mp_transfer_opts *opts, mp_error *err);
 
 /* Makes the objects under an existing bucket prefix files under dest_dir,
  * without copying: source is "ALIAS" or "ALIAS/PREFIX" (a configured bucket
