@@ -790,6 +790,14 @@ static int mount_read_sink(void *arg, const void *data, size_t len)
 	return 0;
 }
 
+/* The upload takes the staging file's permission bits for the file's. */
+static void mount_handle_mode(struct handle *h, uint32_t mode)
+{
+	if (h->fd >= 0 && fchmod(h->fd, (mode_t)(mode & 07777)) != 0)
+		mount_log("%s: cannot set mode %o on its staging file: %s", h->path, mode & 07777,
+		          strerror(errno));
+}
+
 /* Fills the staging file with the file's current bytes (open without
  * O_TRUNC for writing). */
 static int mount_handle_fetch(struct mount *m, struct handle *h, mp_error *err)
@@ -801,9 +809,11 @@ static int mount_handle_fetch(struct mount *m, struct handle *h, mp_error *err)
 	mp_node n = {0};
 	int rc = mp_stat(m->client, h->path, NULL, &n, err);
 	uint64_t size = n.size;
+	uint32_t mode = n.mode;
 	mp_node_clear(&n);
 	if (rc < 0)
 		return rc;
+	mount_handle_mode(h, mode);
 	struct read_sink s = {.cap = 8u << 20};
 	s.buf = malloc(s.cap);
 	if (s.buf == NULL)
@@ -862,6 +872,7 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc == 0) {
 		if (writing && (fi->flags & O_TRUNC)) {
 			h->dirty = true;
+			mount_handle_mode(h, n.mode);
 		} else if (writing) {
 			rc = mount_handle_fetch(m, h, &err);
 		} else {
@@ -887,7 +898,6 @@ static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
                          struct fuse_file_info *fi)
 {
 	struct mount *m = fuse_req_userdata(req);
-	(void)mode; /* the library creates files with its default mode */
 	if (mount_refuse_ro(req, m))
 		return;
 	char *path = mount_child(req, m, parent, name);
@@ -902,16 +912,26 @@ static void mount_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		rc = -EEXIST;
 	else if (rc == 0 && n.type == MP_TYPE_DIR)
 		rc = -EISDIR;
-	else if (rc == -ENOENT) {
-		/* The file exists at once (empty), so that a stat or an open
-		 * elsewhere before the close finds it, as on a local disk. */
-		rc = mp_put_buffer(m->client, "", 0, path, NULL, NULL, &err);
+	bool created = false;
+	if (rc == -ENOENT) {
+		created = true;
+		rc = 0;
+	}
+	if (rc == 0)
+		rc = mount_handle_new(m, path, true, &h);
+	if (rc == 0)
+		mount_handle_mode(h,
+		                  created ? (uint32_t)(mode & ~fuse_req_ctx(req)->umask) : n.mode);
+	if (rc == 0 && created) {
+		/* The file exists at once (empty, with its mode), so that a
+		 * stat or an open elsewhere before the close finds it, as on a
+		 * local disk. */
+		h->dirty = true;
+		rc = mount_handle_upload(m, h, &err);
 		mp_node_clear(&n);
 		if (rc == 0)
 			rc = mp_stat(m->client, path, NULL, &n, &err);
 	}
-	if (rc == 0)
-		rc = mount_handle_new(m, path, true, &h);
 	if (rc == 0) {
 		h->dirty = (fi->flags & O_TRUNC) != 0;
 		if (!(fi->flags & O_TRUNC) && n.size > 0)

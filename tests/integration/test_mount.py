@@ -176,6 +176,22 @@ def test_read_list_write(tmp):
     assert got == data, "mp cat after close: %d bytes, %d wanted" % (len(got), len(data))
     with open(mnt.p("/data/written"), "rb") as f:
         assert f.read() == data
+    # A created file has the mode it was created with (less the umask),
+    # and keeps it when written again.
+    old_umask = os.umask(0o022)
+    try:
+        fd = os.open(mnt.p("/data/modes"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o670)
+    finally:
+        os.umask(old_umask)
+    os.write(fd, b"mode")
+    os.close(fd)
+    assert os.stat(mnt.p("/data/modes")).st_mode & 0o7777 == 0o650
+    with open(mnt.p("/data/modes"), "ab") as f:
+        f.write(b" kept")
+    st = other.json("--consistency", "strong", "stat", "/data/modes")
+    st = st["nodes"][0]
+    assert st["mode"] == "0650", st
+    assert other.run("--consistency", "strong", "cat", "/data/modes").out == b"mode kept"
     # Overwrite, append, truncate.
     with open(mnt.p("/data/written"), "wb") as f:
         f.write(b"short")
