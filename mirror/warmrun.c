@@ -969,6 +969,17 @@ void *warmrun_worker(void *arg)
 				pick = r;
 		if (w->stopping)
 			break;
+		/* List files first: a pipeline waits on its paths. */
+		struct list_job *lj = w->lists;
+		while (lj != NULL && lj->done)
+			lj = lj->next;
+		if (lj != NULL) {
+			pthread_mutex_unlock(&w->lock);
+			warmlist_read(w, lj);
+			pthread_mutex_lock(&w->lock);
+			lj->done = true;
+			continue;
+		}
 		if (pick == NULL) {
 			pthread_cond_wait(&w->wake, &w->lock);
 			continue;

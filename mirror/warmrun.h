@@ -62,6 +62,25 @@ struct pipe_state {
 	char name[POLICY_MAX_NAME + 1];
 	time_t next_fire;     /* schedules, in the scaled clock */
 	struct wrun *pending; /* on-change: the version being applied */
+	/* `list:` pipelines: the list file's version whose paths are in force
+	 * (its ctime; 0: none yet), and whether a read of it is under way. */
+	int64_t list_ctime_ns;
+	bool list_asked;
+	time_t list_retry; /* after a failed read, not before (real clock) */
+};
+
+/* A pipeline's list file, read by the worker through the cache group for
+ * the loop (warmlist.c). */
+struct list_job {
+	char pipeline[POLICY_MAX_NAME + 1];
+	int64_t ctime_ns;
+	struct wobj obj; /* its one extent; obj.length 0: an empty file */
+	bool done;
+	int rc;
+	char *text;
+	size_t len;
+	char error[640];
+	struct list_job *next;
 };
 
 struct warmup {
@@ -77,7 +96,8 @@ struct warmup {
 	/* Under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct wrun *runs; /* queued and running first, by id; finished ones after */
+	struct wrun *runs;      /* queued and running first, by id; finished ones after */
+	struct list_job *lists; /* list files to read, and read */
 	struct cache_member members[CACHE_MEMBERS_MAX];
 	size_t nmembers;
 	bool stopping;
@@ -106,6 +126,11 @@ void warmrun_free(struct wrun *run); /* NULL-safe */
 int warmrun_add_obj(struct wrun *run, const char *bucket, size_t blen, const char *key, size_t klen,
                     const char *etag, size_t elen, uint64_t off, uint64_t len, uint32_t file,
                     bool warm);
+
+/* Reads j's object through the cache group's owner nodes (worker side):
+ * j->text and j->len, or j->rc < 0 with j->error. */
+void warmlist_read(struct warmup *w, struct list_job *j);
+void warmlist_job_free(struct list_job *j); /* NULL-safe */
 
 /* Loads the unfinished runs (queued again) and the last finished ones. */
 void warmrun_load(struct warmup *w);

@@ -351,6 +351,11 @@ void warmup_free(struct warmup *w)
 		w->runs = r->next;
 		warmrun_free(r);
 	}
+	while (w->lists != NULL) {
+		struct list_job *j = w->lists;
+		w->lists = j->next;
+		warmlist_job_free(j);
+	}
 	for (size_t i = 0; w->pipes != NULL && w->policy != NULL && i < w->policy->n_warmup; i++)
 		warmrun_free(w->pipes[i].pending);
 	free(w->pipes);
@@ -409,14 +414,10 @@ void warmup_set_policy(struct warmup *w, struct policy *p, const struct namespac
 		snprintf(pipes[i].name, sizeof(pipes[i].name), "%s", pw->item.name);
 		if (!for_site(w, pw))
 			continue;
-		if (pw->list != NULL) {
-			log_warn("warmup %s: 'list' files are not read yet; give 'paths' instead",
-			         pw->item.name);
-			continue;
-		}
 		if (pw->trigger == POLICY_TRIGGER_SCHEDULE)
 			pipes[i].next_fire = policy_cron_next(&pw->schedule.cron, now);
-		if (pw->trigger != POLICY_TRIGGER_ONCE)
+		/* A list pipeline runs once its list is read (warmup_tick). */
+		if (pw->trigger != POLICY_TRIGGER_ONCE || pw->list != NULL)
 			continue;
 		char tag[POLICY_MAX_NAME + 48];
 		snprintf(tag, sizeof(tag), "once:%" PRId64 ":%s", policy_ctime, pw->item.name);
@@ -450,7 +451,7 @@ void warmup_touched(struct warmup *w, const struct namespace *ns, uint64_t ino)
 	}
 	for (size_t i = 0; i < w->policy->n_warmup; i++) {
 		const struct policy_warmup *pw = &w->policy->warmup[i];
-		if (pw->trigger != POLICY_TRIGGER_ON_CHANGE || !for_site(w, pw) || pw->list != NULL)
+		if (pw->trigger != POLICY_TRIGGER_ON_CHANGE || !for_site(w, pw))
 			continue;
 		pl->pipe = pw;
 		pl->ns = ns;
@@ -504,6 +505,139 @@ void warmup_applied(struct warmup *w, const struct namespace *ns, uint64_t versi
 	}
 }
 
+/* ---- `list:` pipelines ---- */
+
+/* The one extent of a list file, into o (owned strings); false when its
+ * layout is not one cacheable extent. */
+static bool list_extent(const struct node_rec *rec, struct wobj *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (rec->extra_len == 0)
+		return rec->size == 0;
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	size_t off = 0;
+	bool ok = false;
+	if (msgpack_unpack_next(&u, (const char *)rec->extra, rec->extra_len, &off) ==
+	        MSGPACK_UNPACK_SUCCESS &&
+	    u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 1) {
+		const msgpack_object *e = &u.data.via.array.ptr[0];
+		const msgpack_object *f = e->via.array.ptr;
+		if (e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size >= 5 &&
+		    f[0].type == MSGPACK_OBJECT_STR && f[1].type == MSGPACK_OBJECT_STR &&
+		    f[2].type == MSGPACK_OBJECT_STR && f[2].via.str.size > 0 &&
+		    f[2].via.str.size <= CACHE_ETAG_MAX && f[0].via.str.size <= CACHE_ALIAS_MAX &&
+		    f[1].via.str.size <= CACHE_KEY_MAX &&
+		    f[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+		    f[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+			o->bucket = strndup(f[0].via.str.ptr, f[0].via.str.size);
+			o->key = strndup(f[1].via.str.ptr, f[1].via.str.size);
+			o->etag = strndup(f[2].via.str.ptr, f[2].via.str.size);
+			o->offset = f[3].via.u64;
+			o->length = f[4].via.u64;
+			o->size = o->offset + o->length; /* as readers key its blocks */
+			ok = o->bucket != NULL && o->key != NULL && o->etag != NULL;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+	return ok;
+}
+
+/* Asks the worker for each list file whose version is not the one in force,
+ * and puts in force those it has read: the list's paths become the
+ * pipeline's, and a pipeline that runs once or on change warms them all. */
+static void lists_tick(struct warmup *w, const struct namespace *ns, uint64_t version)
+{
+	time_t real_now = time(NULL);
+	for (size_t i = 0; i < w->policy->n_warmup; i++) {
+		const struct policy_warmup *pw = &w->policy->warmup[i];
+		struct pipe_state *ps = &w->pipes[i];
+		if (pw->list == NULL || !for_site(w, pw) || ps->list_asked ||
+		    real_now < ps->list_retry)
+			continue;
+		struct node_rec rec;
+		if (namespace_resolve(ns, pw->list, strlen(pw->list), &rec) < 0 ||
+		    rec.type != NODE_FILE) {
+			if (ps->list_ctime_ns != -1)
+				log_warn("warmup %s: its list %s is not a file here (yet)",
+				         pw->item.name, pw->list);
+			ps->list_ctime_ns = -1;
+			continue;
+		}
+		if (rec.ctime == ps->list_ctime_ns)
+			continue;
+		struct list_job *j = calloc(1, sizeof(*j));
+		if (j == NULL)
+			continue;
+		snprintf(j->pipeline, sizeof(j->pipeline), "%s", pw->item.name);
+		j->ctime_ns = rec.ctime;
+		if (rec.size > POLICY_MAX_LIST_BYTES || !list_extent(&rec, &j->obj)) {
+			log_warn("warmup %s: its list %s is %s", pw->item.name, pw->list,
+			         rec.size > POLICY_MAX_LIST_BYTES ? "more than 1 MiB"
+			                                          : "not one object (put it again "
+			                                            "as one file)");
+			ps->list_ctime_ns = rec.ctime;
+			warmlist_job_free(j);
+			continue;
+		}
+		ps->list_asked = true;
+		pthread_mutex_lock(&w->lock);
+		j->next = w->lists;
+		w->lists = j;
+		pthread_cond_signal(&w->wake);
+		pthread_mutex_unlock(&w->lock);
+	}
+	/* What the worker read. */
+	pthread_mutex_lock(&w->lock);
+	struct list_job *done = NULL;
+	for (struct list_job **p = &w->lists; *p != NULL;) {
+		struct list_job *j = *p;
+		if (!j->done) {
+			p = &j->next;
+			continue;
+		}
+		*p = j->next;
+		j->next = done;
+		done = j;
+	}
+	pthread_mutex_unlock(&w->lock);
+	while (done != NULL) {
+		struct list_job *j = done;
+		done = j->next;
+		for (size_t i = 0; i < w->policy->n_warmup; i++) {
+			struct policy_warmup *pw = &w->policy->warmup[i];
+			struct pipe_state *ps = &w->pipes[i];
+			if (pw->list == NULL || strcmp(pw->item.name, j->pipeline) != 0)
+				continue;
+			ps->list_asked = false;
+			char why[600];
+			int r = j->rc;
+			if (r == 0)
+				r = policy_paths_from_text(&pw->paths, j->text, j->len, why,
+				                           sizeof(why));
+			else
+				snprintf(why, sizeof(why), "%.500s", j->error);
+			if (r < 0) {
+				/* A list that cannot be read is tried again soon; one
+				 * that is wrong, when it changes. */
+				log_warn("warmup %s: list %s%s%s", pw->item.name, pw->list,
+				         j->rc < 0 ? ": " : ":", why);
+				if (j->rc < 0)
+					ps->list_retry = time(NULL) + 2;
+				else
+					ps->list_ctime_ns = j->ctime_ns;
+				continue;
+			}
+			ps->list_ctime_ns = j->ctime_ns;
+			log_info("warmup %s: list %s in force: %zu paths", pw->item.name, pw->list,
+			         pw->paths.n);
+			if (pw->trigger != POLICY_TRIGGER_SCHEDULE && pw->paths.n > 0)
+				start_full_run(w, pw, ns, version, "list", NULL);
+		}
+		warmlist_job_free(j);
+	}
+}
+
 void warmup_tick(struct warmup *w, const struct namespace *ns, uint64_t version,
                  struct members *members)
 {
@@ -515,6 +649,7 @@ void warmup_tick(struct warmup *w, const struct namespace *ns, uint64_t version,
 	pthread_mutex_unlock(&w->lock);
 	if (w->policy == NULL || ns == NULL)
 		return;
+	lists_tick(w, ns, version);
 	time_t now = scaled_now(w);
 	for (size_t i = 0; i < w->policy->n_warmup; i++) {
 		const struct policy_warmup *pw = &w->policy->warmup[i];

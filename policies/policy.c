@@ -809,3 +809,63 @@ int policy_to_json(const struct policy *p, FILE *out)
 	fputs("}\n", out);
 	return ferror(out) ? -EIO : 0;
 }
+
+int policy_paths_from_text(struct policy_list *l, const char *text, size_t len, char *err,
+                           size_t errlen)
+{
+	if (len > POLICY_MAX_LIST_BYTES) {
+		snprintf(err, errlen, "the list is %zu bytes, more than %u", len,
+		         POLICY_MAX_LIST_BYTES);
+		return -EFBIG;
+	}
+	struct policy_list out = {0};
+	unsigned line = 0;
+	int r = 0;
+	for (size_t at = 0; at < len && r == 0;) {
+		const char *s = text + at;
+		const char *nl = memchr(s, '\n', len - at);
+		size_t n = nl != NULL ? (size_t)(nl - s) : len - at;
+		at += n + (nl != NULL);
+		line++;
+		while (n > 0 && (s[0] == ' ' || s[0] == '\t')) {
+			s++;
+			n--;
+		}
+		while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+			n--;
+		if (n == 0 || s[0] == '#')
+			continue;
+		if (memchr(s, '\0', n) != NULL) {
+			snprintf(err, errlen, "%u: a NUL byte (not a text file)", line);
+			r = -EINVAL;
+		} else if (s[0] != '/') {
+			snprintf(err, errlen, "%u: '%.*s' is not an absolute path", line,
+			         n > 200 ? 200 : (int)n, s);
+			r = -EINVAL;
+		} else if (out.n >= POLICY_MAX_LIST_PATHS) {
+			snprintf(err, errlen, "%u: more than %d paths", line,
+			         POLICY_MAX_LIST_PATHS);
+			r = -EINVAL;
+		} else {
+			struct glob *g = NULL;
+			char gerr[200];
+			r = glob_compile(s, n, &g, gerr, sizeof(gerr));
+			if (r == -ENOMEM)
+				snprintf(err, errlen, "out of memory");
+			else if (r < 0)
+				snprintf(err, errlen, "%u: bad glob '%.*s': %s", line,
+				         n > 200 ? 200 : (int)n, s, gerr);
+			else if ((r = list_add(&out, s, n, (struct policy_pos){line, 1}, g)) < 0) {
+				glob_free(g);
+				snprintf(err, errlen, "out of memory");
+			}
+		}
+	}
+	if (r < 0) {
+		list_clear(&out);
+		return r;
+	}
+	list_clear(l);
+	*l = out;
+	return 0;
+}

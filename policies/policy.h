@@ -165,6 +165,16 @@ int policy_parse_buffer(const char *name, const void *buf, size_t len,
 /* NULL-safe. */
 void policy_free(struct policy *p);
 
+/* A pipeline's `list:` file, as the site reads it: one glob per line
+ * (absolute; blank lines and lines starting with '#' are skipped; spaces
+ * around a line ignored), at most POLICY_MAX_LIST_PATHS. On success *l is
+ * replaced by the list (positions are line numbers); on error *l is left as
+ * it was and err names the line ("LINE: what"). */
+#define POLICY_MAX_LIST_PATHS 10000
+#define POLICY_MAX_LIST_BYTES (1u << 20)
+int policy_paths_from_text(struct policy_list *l, const char *text, size_t len, char *err,
+                           size_t errlen);
+
 /* The replication rule that applies to path at site: the first one in the
  * file whose paths match and whose sites include site; NULL when none does.
  * (Validation refuses rules that would disagree about the data mode, so the

@@ -8,7 +8,11 @@
  *        symmetric, a glob always overlaps itself, and a path matched by both
  *        means they overlap);
  *   'c'  a cron schedule: the next time after a fixed instant must match and
- *        no minute between must.
+ *        no minute between must;
+ *   'l'  a pipeline's list file (policy_paths_from_text): an accepted list
+ *        has only absolute paths, each compiled and matching itself when it
+ *        has no wildcard; a refused one leaves the list in force untouched
+ *        and names a line.
  * Anything else is read as YAML too, so plain policy files work as seeds.
  *
  * tests/fuzz/run-fuzzers builds and runs it with libFuzzer. With
@@ -121,11 +125,39 @@ static void fuzz_cron(const uint8_t *data, size_t size)
 			abort();
 }
 
+static void fuzz_list(const uint8_t *data, size_t size)
+{
+	struct policy_list l = {0};
+	char err[600];
+	/* A list in force first, which a refused one must leave as it was. */
+	if (policy_paths_from_text(&l, "/kept/**\n", 9, err, sizeof(err)) != 0 || l.n != 1)
+		abort();
+	int r = policy_paths_from_text(&l, (const char *)data, size, err, sizeof(err));
+	if (r == 0) {
+		for (size_t i = 0; i < l.n; i++) {
+			if (l.items[i][0] != '/' || l.globs == NULL || l.globs[i] == NULL ||
+			    l.pos[i].line == 0)
+				abort();
+			if (strchr(l.items[i], '*') == NULL && strchr(l.items[i], '?') == NULL &&
+			    strchr(l.items[i], '[') == NULL && !glob_match(l.globs[i], l.items[i]))
+				abort();
+		}
+	} else {
+		if (l.n != 1 || strcmp(l.items[0], "/kept/**") != 0 || err[0] == '\0')
+			abort();
+	}
+	/* An empty list replaces it, and frees what it held. */
+	if (policy_paths_from_text(&l, "", 0, err, sizeof(err)) != 0 || l.n != 0 || l.items)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size > 0 && data[0] == 'g')
+	if (size > 0 && data[0] == 'l')
+		fuzz_list(data + 1, size - 1);
+	else if (size > 0 && data[0] == 'g')
 		fuzz_glob(data + 1, size - 1);
 	else if (size > 0 && data[0] == 'c')
 		fuzz_cron(data + 1, size - 1);

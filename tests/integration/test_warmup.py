@@ -11,6 +11,8 @@ CACHE_HAS answers), not only at exit codes:
 * on-change with evict_previous: a new 16-file model version committed at
   the primary is warm when `mp warmup wait` returns, a reader gets only
   hits, and the previous version's blocks are gone from the group;
+* a `list:` pipeline: its paths from a file in the namespace, read
+  through the cache group, put in force again when the file changes;
 * schedule: a per-minute cron schedule fires through the real cron path
   with the mirror's clock shortened (warmup.clock_scale);
 * kill -9 a cache node mid-run: the run completes on the others;
@@ -183,6 +185,60 @@ def test_on_change_evict_previous(tmp):
     assert ms.get('mp_mirror_warmup_files_total{pipeline="model"}', 0) == 32, \
         {k: v for k, v in ms.items() if "warmup" in k}
     assert ms.get('mp_mirror_warmup_commit_to_warm_seconds{pipeline="model"}', 0) > 0
+    stop_all(caches, m, p)
+
+
+LIST_PIPELINE = """version: 1
+warmup:
+  - name: listed
+    list: /lists/warm.txt
+    sites: [a]
+    trigger: on-change
+"""
+
+
+def test_list_pipeline(tmp):
+    """A pipeline whose paths come from a file in the namespace: the site
+    reads the list through its cache group and warms what it names (and
+    only that); a file added under a listed path is warmed on change; a
+    new list is put in force and warmed; a list with a bad line is refused
+    with the line's number and the paths in force stay."""
+    p, m, caches, cli = warm_site(tmp, 2)
+    for d, n in (("a", 3), ("b", 2)):
+        for i in range(n):
+            put_random(tmp, cli, "/ds/%s/f%d" % (d, i), 1 * MiB + i, seed=40 + i)
+    put_random(tmp, cli, "/ds/c/one", 4 * MiB + 9, seed=50)
+    lst = os.path.join(tmp, "warm.txt")
+    with open(lst, "w") as f:
+        f.write("# what site a serves\n/ds/a/**\n\n  /ds/c/one  \n/ds/a/**\n")
+    cli.run("mkdir", "-p", "/lists")
+    cli.run("put", lst, "/lists/warm.txt")
+    cli.run("policy", "apply", policy_file(tmp, LIST_PIPELINE))
+    m.wait_log("warmup listed: list /lists/warm.txt in force: 3 paths", timeout=30)
+    cli.run("warmup", "wait", "/ds/a", "/ds/c", "--timeout", "60s")
+    assert check(cli, "/ds/b")["blocks_cached"] == 0, "warmed what the list does not name"
+    # on-change: a new file under a listed path; one elsewhere stays cold.
+    put_random(tmp, cli, "/ds/a/new", 2 * MiB, seed=60)
+    put_random(tmp, cli, "/ds/b/new", 2 * MiB, seed=61)
+    cli.run("warmup", "wait", "/ds/a/new", "--timeout", "60s")
+    assert check(cli, "/ds/b")["blocks_cached"] == 0
+    # A new list: its paths are warmed.
+    with open(lst, "w") as f:
+        f.write("/ds/b/*\n")
+    cli.run("put", lst, "/lists/warm.txt")
+    m.wait_log("warmup listed: list /lists/warm.txt in force: 1 paths", timeout=30)
+    cli.run("warmup", "wait", "/ds/b", "--timeout", "60s")
+    # A wrong list: refused with its line; /ds/b/* stays in force.
+    with open(lst, "w") as f:
+        f.write("/ds/b/*\n# fine\nrelative/path\n")
+    cli.run("put", lst, "/lists/warm.txt")
+    m.wait_log("warmup listed: list /lists/warm.txt:3: 'relative/path' is not an absolute path",
+               timeout=30)
+    put_random(tmp, cli, "/ds/b/later", 1 * MiB, seed=62)
+    cli.run("warmup", "wait", "/ds/b/later", "--timeout", "60s")
+    st = runs(cli, "listed")
+    assert st and all(x["state"] == "done" for x in st), st
+    assert {x["trigger"] for x in st} >= {"list", "on-change"}, st
     stop_all(caches, m, p)
 
 
