@@ -255,8 +255,9 @@ int cachegroup_read(struct mp_client *c, struct cachegroup *g, const struct bloc
 			}
 		struct server_entry *served;
 		struct reply rep;
-		enum attempt a = route_hedged(c, s, NULL, backup, NULL, &b, c->cfg.timeout_ms, &rep,
-		                              &served, &last);
+		enum attempt a = route_hedged(c, s, NULL, backup, NULL, &b,
+		                              g->timeout_ms ? g->timeout_ms : c->cfg.timeout_ms,
+		                              &rep, &served, &last);
 		if (served != s) {
 			skip[bi] = true;
 			tried++;

@@ -86,6 +86,7 @@ struct mp_config {
 	uint64_t cache_fetch_concurrency;
 	uint64_t cache_fetch_rate;
 	struct config_strlist cache_parent;
+	uint64_t cache_parent_timeout_ms;
 	uint64_t cache_warming_ms;
 	uint64_t cache_drain_ms;
 	uint64_t cache_verify_ms;
@@ -222,6 +223,7 @@ struct cachegroup {
 	uint64_t ids[CACHE_MEMBERS_MAX], weights[CACHE_MEMBERS_MAX];
 	size_t n;
 	uint64_t block_size;
+	uint64_t timeout_ms; /* per block read; 0: the handle's timeout */
 	int64_t refreshed_ns;
 	bool known, refreshing;
 };

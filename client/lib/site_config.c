@@ -89,6 +89,10 @@ static const struct config_option base_options[] = {
      "mp-cache: bytes per second fetched at most (0: no limit)", NULL},
     {"cache.parent", CONFIG_STRLIST, OPT(cache_parent), 0, 0, NULL,
      "mp-cache: the parent site's mirrors; misses ask the parent's group first", NULL},
+    {"cache.parent_timeout", CONFIG_DURATION, OPT(cache_parent_timeout_ms), 10, 3600000, "60s",
+     "mp-cache: how long a miss waits for the parent's group, which may be filling the block "
+     "from the origin itself",
+     NULL},
     {"cache.warming_period", CONFIG_DURATION, OPT(cache_warming_ms), 0, 86400000, "60s",
      "mp-cache: after joining, misses ask a block's previous owner first", NULL},
     {"cache.verify_interval", CONFIG_DURATION, OPT(cache_verify_ms), 0, 86400000, "60s",

@@ -461,6 +461,9 @@ int cachenode_run(struct cachenode *n)
 	cachegroup_init(&n->own, NULL);
 	n->own.self = n->address;
 	cachegroup_init(&n->parent, &n->client->cfg.cache_parent);
+	/* The parent's owner may have to fill the block from the origin first,
+	 * behind its other fills: a slow answer is not a dead node. */
+	n->parent.timeout_ms = n->cfg->cache_parent_timeout_ms;
 	if (metrics_init(n) < 0)
 		fatal("out of memory");
 	n->base = event_base_new();

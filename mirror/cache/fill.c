@@ -287,8 +287,11 @@ static bool from_group(struct cachenode *n, struct cachegroup *g, struct fill *f
 	req.peer = peer;
 	mp_error err;
 	struct cachegroup_buf out = {buf, 0, f->block_len};
-	return cachegroup_read(n->client, g, &req, peer ? 1 : 2, cachegroup_buf_sink, &out, NULL,
-	                       &err) == 0;
+	/* Only the owner, never a hedge to the next node: a node that lacks
+	 * the block would fetch it from the origin too, a second fetch where
+	 * this node can make the one itself (and the parent's owner, asked
+	 * again by its own site, would make a third). */
+	return cachegroup_read(n->client, g, &req, 1, cachegroup_buf_sink, &out, NULL, &err) == 0;
 }
 
 static int from_buckets(struct cachenode *n, struct fill *f, void *buf)

@@ -16,6 +16,9 @@ default file:// origin. Every check looks at what the nodes did (their
 * kill -9 one node and SIGSTOP another under 8 reading loops: no error;
 * a fourth node: only its share of blocks moves, and while warming it takes
   them from their previous owners, not from the bucket;
+* a parent-site tier whose owner fills slowly: each block is fetched from
+  the bucket once, at the parent's owner, and the child gets all of it
+  from the parent (no hedge to another parent node, no fallback);
 * malformed BLOCK_READ frames: an ERROR naming the field, the node serves on;
   mp-cache -n on good and bad configurations.
 
@@ -884,6 +887,36 @@ def test_membership_warming(tmp):
     assert d["misses"] == 0 and d.node(3, "hits") == moved, \
         "the moved blocks should now be hits at the new node: %r" % d
     stop_all(group, m, p)
+
+
+def test_parent_tier_one_origin_fetch(tmp):
+    """Site b's node has site a as its parent tier; a's two nodes fill
+    slowly (4 MiB/s, one fetch at a time), so a's owner of a block answers
+    b's miss only after seconds, well past the hedge delay and the 2 s
+    request timeout. Each block still comes from the bucket once, at its
+    owner in a (no hedge to a's other node, which would fetch it again; no
+    fallback of b's node to the bucket), and b's node gets all of it from
+    the parent tier."""
+    p = mp.Primary(tmp)
+    ma = mp.Mirror(tmp, p, name="mirror-a", site="a", config=MIRROR_CONFIG)
+    mb = mp.Mirror(tmp, p, name="mirror-b", site="b", config=MIRROR_CONFIG)
+    slow = ["cache.fetch_rate=4MiB", "cache.fetch_concurrency=1"]
+    ga = [Cache(tmp, ma, p, name="a%d" % i, options=slow) for i in range(2)]
+    cb = Cache(tmp, mb, p, name="b0", options=["cache.parent=" + ma.address])
+    wait_members(ma, ga)
+    wait_members(mb, [cb])
+    size = 24 * MiB
+    cli = mp.Cli(tmp, p, mb, options=NO_HEDGE + ["timeout=60s"])
+    want = put_random(tmp, cli, "/m.bin", size, seed=41)
+    c0 = Counters(ga + [cb])
+    cat_ok(cli, "/m.bin", want, size)
+    d = Counters(ga + [cb]) - c0
+    assert d.node(2, "parent") == size and d.node(2, "bucket") == 0, \
+        "site b's node: %r" % d
+    assert d.node(0, "bucket") + d.node(1, "bucket") == size, \
+        "site a's nodes fetched more than the file once: %r" % d
+    assert d.node(0, "fills") + d.node(1, "fills") == size // BLOCK, d
+    stop_all(ga + [cb], ma, mb, p)
 
 
 def test_bad_block_reads(tmp):
