@@ -801,7 +801,10 @@ def test_kill_and_stop_under_readers(tmp):
               len(reads), len(errors), slowest[1], slowest[0] - t_start, t_kill - t_start,
               t_stop - t_start, sum(1 for r in reads if r[1] > 1)))
     assert not errors, "reads failed or returned other bytes: %r" % errors[:3]
-    assert len(reads) >= 16, "only %d reads in 10 s" % len(reads)
+    # Progress, not speed (this runs under ASan and on loaded 2-core CI
+    # machines): reads that started after the kill and while a node was
+    # stopped completed with the right bytes.
+    assert [r for r in reads if t_kill < r[0] < t_stop], "no read started after the kill -9"
     assert [r for r in reads if r[0] > t_stop], "no read started while a node was stopped"
     stop_all([stopped, alive], m, p)
 
