@@ -343,6 +343,12 @@ def test_readahead_and_open_versions(tmp):
     m.wait_caught_up(p)
     assert head + f2.read() == files["f2"], "a removed open file could not be read to its end"
     f2.close()
+    # Unlinked through the mount itself while open: read on to the end.
+    with open(mnt.p("/data/f0"), "rb", buffering=0) as f:
+        head = f.read(3 * MiB)
+        os.unlink(mnt.p("/data/f0"))
+        expect_errno(errno.ENOENT, os.stat, mnt.p("/data/f0"))
+        assert head + f.read() == big, "a file unlinked while open could not be read"
     # The next open sees the new version (the invalidation poll or the
     # attribute timeout, whichever comes first).
 
