@@ -348,6 +348,43 @@ def sc_disk_full(s, load, region="eu"):
                                                         bedmod.MIRROR_ADMIN))
 
 
+def cache_hits(bed, region, k=0):
+    body = bed.http(region, "http://%s:%d/metrics" % (bed.host(region), bedmod.CACHE_ADMIN + k))
+    for line in (body or b"").decode("utf-8", "replace").splitlines():
+        if line.startswith("mp_cache_hits_total "):
+            return float(line.split()[1])
+    return None
+
+
+def sc_kill_cache(s, load, region="eu"):
+    """kill -9 the region's cache node under its readers (they read through
+    it): no read fails (they go to the buckets meanwhile); restarted, it
+    registers again, its index is rebuilt from its disk and it serves hits."""
+    name = "cache-%s-0" % region
+    address = "%s:%d" % (s.bed.host(region), bedmod.CACHE_PORT)
+    before = cache_hits(s.bed, region)
+    time.sleep(2)
+    s.bed.kill9(name)
+    time.sleep(4 if s.short else 15)
+    s.bed.spawn(name, region, s.bed.state["procs"][name]["argv"],
+                wait_http="http://%s:%d/healthz" % (s.bed.host(region), bedmod.CACHE_ADMIN))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = s.bed.mirror_status(region) or {}
+        if any(c.get("address") == address and c.get("state") in ("active", "warming")
+               for c in st.get("cache_group", [])):
+            break
+        time.sleep(0.2)
+    else:
+        s.failures.append("the restarted cache node is not in the group after 30 s")
+    time.sleep(3)
+    after = cache_hits(s.bed, region)
+    s.notes.append("cache %s: %s hits before the kill; %s since its restart" % (
+        region, before, after))
+    if not after:
+        s.failures.append("the restarted cache node served no hits (readers skip it?)")
+
+
 SCENARIOS = [
     ("partition-region", "partition us (30 s; short 10 s)", sc_partition_region),
     ("partition-hub", "partition hub eu (ap fails over)", sc_partition_hub),
@@ -356,6 +393,7 @@ SCENARIOS = [
     ("sigstop-mirror", "SIGSTOP mirror us 20 s (short 8 s)", sc_sigstop_mirror),
     ("stalls-1mbit", "random stalls + 1 Mbit/s to us", sc_stalls_slow),
     ("disk-full", "mirror eu disk full", sc_disk_full),
+    ("kill-cache", "kill -9 cache node eu, restart 4 s later", sc_kill_cache),
 ]
 
 
