@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,6 +386,64 @@ def sc_kill_cache(s, load, region="eu"):
         s.failures.append("the restarted cache node served no hits (readers skip it?)")
 
 
+def mp_in(bed, region, *args, timeout=120):
+    """mp with the region's site configuration, run in its namespace."""
+    return subprocess.run(bed.exec_argv(region, [
+        os.path.join(bed.build, "client", "mp"), "-c", bed.site_config(region)] +
+        [str(a) for a in args]), capture_output=True, text=True, timeout=timeout)
+
+
+WARM_POLICY = """version: 1
+warmup:
+  - name: fault-models
+    paths: ["/fault/models/**"]
+    sites: [%s]
+    trigger: on-change
+    evict_previous: true
+"""
+
+
+def sc_warmup_partition(s, load, region="us", writer="eu"):
+    """A new model version is committed while the region is cut off: after
+    the heal its mirror catches up and warms that version in its cache group
+    unattended; `mp warmup wait` there (a pod's readiness gate) returns 0."""
+    secs = 6 if s.short else 20
+    pol = s.bed.path("warm-policy.yaml")
+    with open(pol, "w") as f:
+        f.write(WARM_POLICY % region)
+    p = mp_in(s.bed, writer, "policy", "apply", pol)
+    if p.returncode != 0:
+        s.failures.append("policy apply: %s" % p.stderr.strip()[-200:])
+        return
+    s.bed.wait_converged(timeout=60)
+    version = "v%d" % int(time.time())
+    src = s.bed.path("model-" + version)
+    os.makedirs(src, exist_ok=True)
+    rng = random.Random(version)
+    for i in range(4):
+        with open(os.path.join(src, "part-%d" % i), "wb") as f:
+            f.write(rng.randbytes((1 << 20) + i))
+    load.loops[region].pause()  # its writes would fail: that is partition-region's line
+    s.bed.partition(region)
+    p = mp_in(s.bed, writer, "put", "-r", src, "/fault/models/" + version)
+    if p.returncode != 0:
+        s.failures.append("put of the model at %s: %s" % (writer, p.stderr.strip()[-200:]))
+    time.sleep(secs)
+    s.bed.heal(region)
+    load.loops[region].resume()
+    t0 = time.monotonic()
+    p = mp_in(s.bed, region, "warmup", "wait", "/fault/models/" + version, "--timeout", "90s",
+              timeout=150)
+    took = time.monotonic() - t0
+    if p.returncode != 0:
+        s.failures.append("warmup wait at %s after the heal: %s" % (
+            region, (p.stderr or p.stdout).strip()[-300:]))
+    else:
+        s.notes.append("%s: the version committed during the cut warm %.1f s after the heal" % (
+            region, took))
+    shutil.rmtree(src, ignore_errors=True)
+
+
 SCENARIOS = [
     ("partition-region", "partition us (30 s; short 10 s)", sc_partition_region),
     ("partition-hub", "partition hub eu (ap fails over)", sc_partition_hub),
@@ -394,6 +453,8 @@ SCENARIOS = [
     ("stalls-1mbit", "random stalls + 1 Mbit/s to us", sc_stalls_slow),
     ("disk-full", "mirror eu disk full", sc_disk_full),
     ("kill-cache", "kill -9 cache node eu, restart 4 s later", sc_kill_cache),
+    ("warmup-partition", "model committed while us is cut off, warm after the heal",
+     sc_warmup_partition),
 ]
 
 
