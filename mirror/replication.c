@@ -386,6 +386,40 @@ static void in_flight_remove(struct replication *r, int64_t id)
 		}
 }
 
+/* A copy finished after a sweep dropped its row (its file was removed or
+ * overwritten while the copy was in flight): recorded as superseded with no
+ * keep, so the deleter removes it from the site bucket instead of leaving
+ * an object nothing tracks. A row for it queued again since is left alone.
+ * Called with db_lock held. */
+static void record_unwanted_copy(struct replication *r, const struct job *j, const char *md5,
+                                 uint64_t size, int64_t t)
+{
+	sqlite3_stmt *st = db_prepare(
+	    r, "INSERT INTO replicas (src, key, etag, dst, rule, keep_ms, state, size, md5, gen,"
+	       " verified_ns, checked_ns, superseded_ns) VALUES (?, ?, ?, ?, ?, 0, 2, ?, ?, 0, ?,"
+	       " ?, ?) ON CONFLICT (src, key, etag, dst) DO NOTHING");
+	if (st == NULL)
+		return;
+	sqlite3_bind_text(st, 1, j->r.src, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, j->r.key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, j->r.etag, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, j->r.dst, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, j->r.rule, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (int64_t)size);
+	sqlite3_bind_text(st, 7, md5, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 8, t);
+	sqlite3_bind_int64(st, 9, t);
+	sqlite3_bind_int64(st, 10, t);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_warn("replication: cannot record an unwanted copy of %s/%.300s: %s", j->r.src,
+		         j->r.key, sqlite3_errmsg(r->db));
+	else if (sqlite3_changes(r->db) > 0)
+		log_info("replication %s: %s/%.300s was no longer wanted when its copy finished; "
+		         "it will be deleted from %s",
+		         j->r.rule, j->r.src, j->r.key, j->r.dst);
+	sqlite3_finalize(st);
+}
+
 static void finish_copy(struct replication *r, const struct job *j, int rc, const char *md5,
                         uint64_t size, const char *why)
 {
@@ -420,10 +454,15 @@ static void finish_copy(struct replication *r, const struct job *j, int rc, cons
 		log_warn("replication %s: attempt %" PRIu64 " failed: %s (again in %.1f s)",
 		         j->r.rule, attempts, why, (double)delay_ms / 1000);
 	}
+	bool dropped = false;
 	if (st != NULL && sqlite3_step(st) != SQLITE_DONE)
 		log_warn("replication: cannot record the result for %s/%.300s: %s", j->r.src,
 		         j->r.key, sqlite3_errmsg(r->db));
+	else if (st != NULL && rc == 0 && sqlite3_changes(r->db) == 0)
+		dropped = true;
 	sqlite3_finalize(st);
+	if (dropped)
+		record_unwanted_copy(r, j, md5, size, t);
 	pthread_mutex_unlock(&r->db_lock);
 	pthread_mutex_lock(&r->lock);
 	struct rule_stats *rs = rule_stats(r, j->r.rule);
@@ -447,7 +486,7 @@ static void finish_copy(struct replication *r, const struct job *j, int rc, cons
 			snprintf(rs->last_error, sizeof(rs->last_error), "%s", why);
 		}
 	}
-	if (rc == 0)
+	if (rc == 0 && !dropped)
 		vset_add(r, j->r.src, j->r.key, j->r.etag, j->r.dst);
 	in_flight_remove(r, j->id);
 	pthread_cond_signal(&r->wake);

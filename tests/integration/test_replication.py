@@ -364,6 +364,32 @@ def test_bandwidth_held(tmp):
     p.stop()
 
 
+def test_removed_while_copying_leaves_nothing(tmp):
+    """A file removed while its copy is in flight (held to 1 MiB/s): the
+    sweep drops its pending row, the copy lands anyway, and the mirror
+    deletes it from the site bucket rather than leave an object nothing
+    tracks."""
+    p = mp.Primary(tmp)
+    bucket = os.path.join(tmp, "site-bucket")
+    m = repl_mirror(tmp, p, "a", bucket)
+    cli = mp.Cli(tmp, p, m)
+    src = os.path.join(tmp, "big")
+    write_random(src, 6 * MiB, seed=300)
+    cli.run("put", src, "/data/big")
+    ext = layout_of(cli, "/data/big")[0]
+    cli.run("policy", "apply", policy_file(tmp, policy(rule(bandwidth="1MiB"))))
+    m.wait_state(lambda st: (st["replication"] or {}).get("in_flight", 0) > 0,
+                 timeout=30, what="the copy in flight")
+    cli.run("rm", "/data/big")
+    m.wait_log("was no longer wanted when its copy finished", timeout=60)
+    mp.wait_until(lambda: not os.path.exists(replica_path(bucket, ext)), timeout=30,
+                  what="the unwanted copy deleted from the site bucket")
+    left = [os.path.join(d, f) for d, _, fs in os.walk(bucket) for f in fs]
+    assert not left, "objects left in the site bucket: %r" % left
+    m.stop()
+    p.stop()
+
+
 def test_scrub_replaces_changed_replica(tmp):
     """Bytes changed in the site bucket behind the system's back are found
     by the scrub, counted, and the replica is copied again."""
