@@ -1,6 +1,6 @@
 /* mp-primary's configuration (primary_config.c): one table of options drives
  * defaults, the YAML file, command-line overrides, checking and printing
- * (common/config.h). Overrides given on the command line are kept in this
+ * (common/daemon/config.h). Overrides given on the command line are kept in this
  * file and applied again by every load, so a reload (SIGHUP) keeps them. */
 #ifndef MP_PRIMARY_CONFIG_H
 #define MP_PRIMARY_CONFIG_H
