@@ -659,7 +659,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_info("SIGHUP: no configuration file (-c) to reload");
 			return;
 		}
-		if (mirror_load_config(m->config_path, &next, &err) < 0) {
+		if (mirror_config_load(m->config_path, &next, &err) < 0) {
 			log_error("reload failed, keeping the running configuration: %s", err);
 			free(err);
 			return;
@@ -674,7 +674,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		log_set_level((enum log_level)next.log_level);
 		server_set_limits(m->server, next.max_frame_bytes, next.idle_timeout_ms,
 		                  next.max_connections);
-		config_free(mirror_config_table, &next);
+		mirror_config_free(&next);
 		log_info("configuration reloaded from %s (addresses, upstreams and TLS need a "
 		         "restart)",
 		         m->config_path);

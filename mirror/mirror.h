@@ -1,5 +1,8 @@
 /* mp-mirror: one site's read-only replica of the namespace.
- *   main.c      command line and config table
+ *   main.c      command line
+ *   mirror_config.c
+ *               the configuration: option table, checks, command-line
+ *               overrides (kept for reloads)
  *   mirror.c    state: apply, bootstrap, divergence, journal, lag; life cycle
  *   clients.c   client requests: reads with min_version, refused writes,
  *               cascaded subscribers
@@ -23,6 +26,7 @@
 #include "journal.h"
 #include "members.h"
 #include "metrics.h"
+#include "mirror_config.h"
 #include "namespace.h"
 #include "proto.h"
 #include "server.h"
@@ -30,50 +34,6 @@
 #include "stream.h"
 #include "upstream.h"
 #include "warmup.h"
-
-struct mirror_config {
-	char *site;
-	struct config_strlist upstream;
-	char *data_dir;
-	char *listen;
-	char *admin;
-	char *token_file;  /* this site's token, presented upstream */
-	char *secret_file; /* the cluster secret, to check client tokens */
-	char *tls_cert;
-	char *tls_key;
-	char *tls_client_ca;
-	bool tls_verify_clients;
-	char *upstream_ca;
-	char *upstream_cert;
-	char *upstream_key;
-	char *upstream_server_name;
-	uint64_t read_deadline_ms;
-	uint64_t max_lag_ms; /* /healthz says 503 beyond this */
-	uint64_t fsync_interval_ms;
-	uint64_t snapshot_every_bytes;
-	uint64_t cache_versions;
-	uint64_t cache_bytes;
-	uint64_t backoff_min_ms;
-	uint64_t backoff_max_ms;
-	uint64_t upstream_timeout_ms;
-	uint64_t upstream_max_frame_bytes;
-	uint64_t max_frame_bytes;
-	uint64_t heartbeat_interval_ms;
-	uint64_t cache_member_timeout_ms;
-	uint64_t idle_timeout_ms;
-	uint64_t max_connections;
-	unsigned log_level;
-	char *replication_site_config;
-	uint64_t replication_sweep_ms;
-	uint64_t replication_scrub_ms;
-	uint64_t replication_retry_max_ms;
-	uint64_t replication_threads;
-	uint64_t replication_gc_max_count;
-	uint64_t replication_gc_max_permille;
-	uint64_t warmup_clock_scale;
-};
-
-extern const struct config_option mirror_config_table[];
 
 struct mirror {
 	struct event_base *base;
@@ -153,7 +113,6 @@ struct mirror {
 
 int64_t mirror_now_ns(void);
 int mirror_run(struct mirror_config *cfg, const char *config_path);
-int mirror_load_config(const char *path, struct mirror_config *cfg, char **ret_err);
 
 /* This site's own line of the tree's report. */
 void mirror_site_report(struct mirror *m, struct site_report *ret);

@@ -16,7 +16,7 @@
  *       sites: ["*"]
  *       trigger: on-change
  *
- * Like the daemons' configuration (common/config.h) each item is described
+ * Like the daemons' configuration (common/daemon/config.h) each item is described
  * by a table (policy_replication_schema, policy_warmup_schema): key, type,
  * bounds, default, target field; the same table drives parsing, defaults,
  * freeing and printing. policies/examples/ holds commented policies; globs

@@ -162,8 +162,6 @@ static void arm_heartbeat(struct primary *p)
 
 /* ---- reload ---- */
 
-extern int primary_load_config(const char *path, struct primary_config *cfg, char **ret_err);
-
 static bool str_changed(const char *a, const char *b)
 {
 	if (a == NULL || b == NULL)
@@ -179,7 +177,7 @@ static void reload(struct primary *p)
 	}
 	struct primary_config next;
 	char *err = NULL;
-	if (primary_load_config(p->config_path, &next, &err) < 0) {
+	if (primary_config_load(p->config_path, &next, &err) < 0) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		free(err);
 		return;
@@ -215,7 +213,7 @@ static void reload(struct primary *p)
 		log_warn("reload: changing 'tls.verify_clients' needs a restart; keeping %s",
 		         p->cfg.tls_verify_clients ? "true" : "false");
 	next.tls_verify_clients = p->cfg.tls_verify_clients;
-	config_free(primary_config_table, &p->cfg);
+	primary_config_free(&p->cfg);
 	p->cfg = next;
 	log_set_level((enum log_level)p->cfg.log_level);
 	server_set_limits(p->server, p->cfg.max_frame_bytes, p->cfg.idle_timeout_ms,

@@ -1,5 +1,8 @@
 /* mp-primary's shared state and the interfaces between its parts:
- *   main.c       command line, config table, token subcommand
+ *   main.c       command line, token subcommand
+ *   primary_config.c
+ *                the configuration: option table, checks, command-line
+ *                overrides (kept for reloads)
  *   primary.c    start-up, signals, housekeeping, reload, shutdown
  *   conn.c       client connections: framing, hello/auth, dispatch, teardown
  *   rpc.c        read requests and the execution of write requests
@@ -26,47 +29,12 @@
 #include "metrics.h"
 #include "msg.h"
 #include "namespace.h"
+#include "primary_config.h"
 #include "store.h"
 #include "reads.h"
 #include "server.h"
 #include "stream.h"
 #include "token.h"
-
-struct primary_config {
-	char *cluster_id;
-	char *data_dir;
-	char *store;
-	char *origin;
-	char *listen;
-	char *admin;
-	char *secret_file;
-	char *tls_cert;
-	char *tls_key;
-	char *tls_client_ca;
-	bool tls_verify_clients;
-	uint64_t max_frame_bytes;
-	uint64_t heartbeat_interval_ms;
-	uint64_t idle_timeout_ms;
-	uint64_t retention_max_versions;
-	uint64_t retention_max_age_ms;
-	uint64_t retention_hard_cap;
-	uint64_t max_batch_writes;
-	uint64_t max_connections;
-	unsigned log_level;
-	/* gc.c */
-	uint64_t gc_interval_ms;
-	uint64_t gc_retention_ms;
-	char *gc_max_delete_ratio; /* a number in [0, 1], checked at load */
-	uint64_t gc_max_delete_count;
-	char *gc_bucket;
-	char *gc_s3_endpoint;
-	char *gc_s3_region;
-	char *gc_s3_access_key;
-	char *gc_s3_secret_key;
-	bool gc_s3_path_style;
-};
-
-extern const struct config_option primary_config_table[];
 
 struct primary;
 
@@ -141,6 +109,9 @@ struct primary {
 	    *m_commit_seconds, *m_connections, *m_entries, *m_frames_rejected;
 };
 
+/* Runs the daemon until it is stopped; cfg is the running configuration
+ * (reloads may replace it: the caller frees what it holds on return). */
+int primary_run(struct primary_config *cfg, const char *config_path);
 int64_t primary_now_ns(void);
 /* Called by the committer after each durable batch. */
 void primary_answer_parked(struct primary *p);

@@ -1,6 +1,6 @@
 /* The site configuration a client runs with: servers, consistency, timeouts
  * and bucket aliases. It reuses the daemons' table-driven loader
- * (common/config.c); since bucket aliases are names the user chooses, the
+ * (common/daemon/config.c); since bucket aliases are names the user chooses, the
  * table grows one group of options per alias ("buckets.ALIAS.url", ...),
  * found by a first pass over the YAML before the real load. */
 #include <errno.h>

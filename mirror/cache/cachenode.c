@@ -327,8 +327,6 @@ static void free_loops(struct cachenode *n)
 
 /* ---- signals ---- */
 
-int cachenode_reload(struct cachenode *n, struct mp_config *next);
-
 /* A draining node stays for cache.drain_period (clients learn the new
  * member list and the new owners pull its blocks as peer reads), then stops
  * listening and leaves once its connections are gone, or after a grace. */

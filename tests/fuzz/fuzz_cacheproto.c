@@ -1,4 +1,4 @@
-/* Fuzz target for the cache-group messages (common/cacheproto.c). The input
+/* Fuzz target for the cache-group messages (common/proto/cacheproto.c). The input
  * is one frame body: a BLOCK_READ request, checked against a few block
  * sizes, and a CACHE_MEMBERS reply or CACHE_REGISTER body. What parses must
  * keep the promises the cache node relies on (a range of 1..block size

@@ -1,5 +1,5 @@
 /* Fuzz target for the warming messages of the cache group
- * (common/cacheproto.c): the block list of CACHE_WARM / CACHE_HAS /
+ * (common/proto/cacheproto.c): the block list of CACHE_WARM / CACHE_HAS /
  * CACHE_EVICT, parsed at a few block sizes, and the per-block results of
  * their replies. What parses must keep the promises mp-cache's warm.c and
  * the mirror's warmrun.c rely on (at most CACHE_LIST_MAX whole blocks of

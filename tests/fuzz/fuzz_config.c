@@ -4,8 +4,8 @@
  *
  * tests/fuzz/run-fuzzers builds and runs it with libFuzzer; by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -I common -I build-config tests/fuzz/fuzz_config.c common/config.c \
- *     common/log.c -lyaml -o fuzz_config
+ *     -I common/daemon -I common/base -I build-config tests/fuzz/fuzz_config.c \
+ *     common/daemon/config.c common/base/log.c -lyaml -o fuzz_config
  *   ./fuzz_config -max_total_time=60 CORPUS_DIR
  * With -DFUZZ_STANDALONE it is a plain program replaying the files it is
  * given, for the ordinary test suite. */

@@ -1,6 +1,6 @@
 /* Fuzz target for what a mirror takes from its subscribers and its
  * upstream besides changes' application: SITE_REPORT bodies
- * (common/sitereport.c) and the inode list of a change record
+ * (common/proto/sitereport.c) and the inode list of a change record
  * (change_each_put, which the replication worker follows). A report that
  * parses must hold clean names and survive a round trip through the packer
  * unchanged; the table never holds more than SITEREPORT_MAX sites. */

@@ -10,7 +10,7 @@ Three parts:
   store URL) or mp-mirror (a site replica of an upstream) on free 127.0.0.1
   ports, capture the output in a log file, stop with SIGTERM and insist on
   exit code 0 (a leak under ASan fails the test).
-* A port of the namespace digest (common/namespace.c: namespace_record_hash)
+* A port of the namespace digest (common/namespace/namespace.c: namespace_record_hash)
   so tests recompute digests from nodes and compare them with the daemon's.
 
 Tests are scripts whose test_* functions run through main(globals()): each
@@ -410,7 +410,7 @@ SEED_B = 0x6E65646967657374
 
 
 def murmur64a(data, seed):
-    """MurmurHash64A as common/hash.c (little-endian blocks)."""
+    """MurmurHash64A as common/base/hash.c (little-endian blocks)."""
     n = len(data)
     h = (seed ^ ((n * _M) & MASK)) & MASK
     nblocks = n // 8
@@ -478,7 +478,7 @@ EMPTY_ROOT = [ROOT, 0, "", DIR, 0o755, 0, 0, 0, 0, 0, None]
 
 class NamespaceModel:
     """A mirror's view: inode -> node, with the running digest updated per
-    mutation the way common/namespace.c does it."""
+    mutation the way common/namespace/namespace.c does it."""
 
     def __init__(self, empty_root=True):
         """The state at version 0: only the root (mode 0755, times 0)."""

@@ -5,7 +5,7 @@ default file:// origin. Every check looks at what the nodes did (their
 /metrics, /status and block files), not only at exit codes:
 
 * two nodes: a second read is all hits, blocks spread over both, each at
-  the node weighted rendezvous hashing names (a port of common/hrw.c);
+  the node weighted rendezvous hashing names (a port of common/base/hrw.c);
 * a block file with a flipped byte, a truncated one and a deleted one are
   detected, counted, refetched, and never served;
 * a node of 64 MiB: usage stays under the capacity while a cold set three
@@ -182,7 +182,7 @@ class Delta:
 # ---------------------------------------------------------------- placement
 
 class Hrw:
-    """Weighted rendezvous hashing as common/hrw.c and docs/PROTOCOL.md
+    """Weighted rendezvous hashing as common/base/hrw.c and docs/PROTOCOL.md
     ("Cache groups") define it, with XXH3 from the system's libxxhash
     (which mp-cache links). available: False when it cannot be loaded."""
 

@@ -1,4 +1,4 @@
-/* Large reusable buffers (common/bigbuf.c): a buffer given back is handed
+/* Large reusable buffers (common/base/bigbuf.c): a buffer given back is handed
  * out again for a size it fits, never for one more than twice smaller;
  * small sizes still work; the idle total stays under its limit; buffers
  * shared by threads come back intact. */

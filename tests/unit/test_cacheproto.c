@@ -1,4 +1,4 @@
-/* The cache-group messages (common/cacheproto.c): BLOCK_READ requests round
+/* The cache-group messages (common/proto/cacheproto.c): BLOCK_READ requests round
  * trip, and every way a request or a member list can be wrong is refused
  * with an error naming the field. */
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* Weighted rendezvous hashing (common/hrw.c): block ids, orderings that are
+/* Weighted rendezvous hashing (common/base/hrw.c): block ids, orderings that are
  * deterministic permutations with weight-0 nodes last, minimal movement
  * when a node joins or leaves, and shares that follow the weights. */
 #include <setjmp.h>
