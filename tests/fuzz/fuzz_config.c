@@ -7,7 +7,7 @@
  *     -I common/daemon -I common/base -I build-config tests/fuzz/fuzz_config.c \
  *     common/daemon/config.c common/base/log.c -lyaml -o fuzz_config
  *   ./fuzz_config -max_total_time=60 CORPUS_DIR
- * With -DFUZZ_STANDALONE it is a plain program replaying the files it is
+ * Linked with replay_main.c it is a plain program replaying the files it is
  * given, for the ordinary test suite. */
 #include <errno.h>
 #include <stdbool.h>
@@ -135,35 +135,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	config_free(table, &c);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-/* Replays files (a corpus and past crashes) without libFuzzer, so the
- * regression runs in the ordinary test suite and under valgrind. Reads one
- * byte past the loader's limit so that oversized inputs are replayed too. */
-int main(int argc, char **argv)
-{
-	const size_t cap = CONFIG_MAX_FILE_BYTES + 1;
-	uint8_t *buf = malloc(cap);
-	int n = 0;
-
-	if (!buf)
-		return 1;
-	for (int a = 1; a < argc; a++) {
-		FILE *fp = fopen(argv[a], "rb");
-		size_t len;
-
-		if (!fp) {
-			perror(argv[a]);
-			free(buf);
-			return 1;
-		}
-		len = fread(buf, 1, cap, fp);
-		fclose(fp);
-		LLVMFuzzerTestOneInput(buf, len);
-		n++;
-	}
-	free(buf);
-	printf("replayed %d inputs\n", n);
-	return n > 0 ? 0 : 1;
-}
-#endif

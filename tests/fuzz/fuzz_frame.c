@@ -79,27 +79,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-/* Replays files (a corpus and past crashes) without libFuzzer, so the
- * regression runs in the ordinary test suite and under valgrind. */
-int main(int argc, char **argv)
-{
-	int n = 0;
-	for (int a = 1; a < argc; a++) {
-		FILE *fp = fopen(argv[a], "rb");
-		if (fp == NULL) {
-			perror(argv[a]);
-			return 1;
-		}
-		uint8_t *buf = malloc(4u << 20);
-		size_t len = fread(buf, 1, 4u << 20, fp);
-		fclose(fp);
-		LLVMFuzzerTestOneInput(buf, len);
-		free(buf);
-		n++;
-	}
-	printf("replayed %d inputs\n", n);
-	return n > 0 ? 0 : 1;
-}
-#endif

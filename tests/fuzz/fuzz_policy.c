@@ -16,7 +16,7 @@
  * Anything else is read as YAML too, so plain policy files work as seeds.
  *
  * tests/fuzz/run-fuzzers builds and runs it with libFuzzer. With
- * -DFUZZ_STANDALONE it is a plain program replaying the files it is given,
+ * replay_main.c it is a plain program replaying the files it is given,
  * for the ordinary test suite. */
 #include <errno.h>
 #include <stdbool.h>
@@ -167,24 +167,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_yaml(data, size);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int main(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		uint8_t *buf = malloc(POLICY_MAX_FILE_BYTES + 2);
-		size_t n;
-
-		if (!f || !buf) {
-			perror(argv[i]);
-			return 1;
-		}
-		n = fread(buf, 1, POLICY_MAX_FILE_BYTES + 1, f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, n);
-		free(buf);
-	}
-	return 0;
-}
-#endif

@@ -4,7 +4,7 @@
  * was (checked on the plain options), and a loaded one copies (as
  * mp_client_open does) without losing an alias.
  *
- * tests/fuzz/run-fuzzers builds it with libFuzzer; with -DFUZZ_STANDALONE it
+ * tests/fuzz/run-fuzzers builds it with libFuzzer; with replay_main.c it
  * replays files for the ordinary test suite. */
 #include <stdint.h>
 #include <stdio.h>
@@ -42,29 +42,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mp_config_free(cfg);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int main(int argc, char **argv)
-{
-	const size_t cap = CONFIG_MAX_FILE_BYTES + 1;
-	uint8_t *buf = malloc(cap);
-	int n = 0;
-	if (buf == NULL)
-		return 1;
-	for (int a = 1; a < argc; a++) {
-		FILE *fp = fopen(argv[a], "rb");
-		if (fp == NULL) {
-			perror(argv[a]);
-			free(buf);
-			return 1;
-		}
-		size_t len = fread(buf, 1, cap, fp);
-		fclose(fp);
-		LLVMFuzzerTestOneInput(buf, len);
-		n++;
-	}
-	free(buf);
-	printf("replayed %d inputs\n", n);
-	return n > 0 ? 0 : 1;
-}
-#endif

@@ -61,30 +61,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-/* Replays files (a corpus and past crashes) without libFuzzer, so the
- * regression runs in the ordinary test suite and under valgrind. */
-int main(int argc, char **argv)
-{
-	int n = 0;
-	uint8_t *buf = malloc(FUZZ_LINE_MAX + 1);
-	if (buf == NULL)
-		return 1;
-	for (int a = 1; a < argc; a++) {
-		FILE *fp = fopen(argv[a], "rb");
-		if (fp == NULL) {
-			perror(argv[a]);
-			free(buf);
-			return 1;
-		}
-		size_t len = fread(buf, 1, FUZZ_LINE_MAX + 1, fp);
-		fclose(fp);
-		LLVMFuzzerTestOneInput(buf, len);
-		n++;
-	}
-	free(buf);
-	printf("replayed %d inputs\n", n);
-	return n > 0 ? 0 : 1;
-}
-#endif
