@@ -2,9 +2,13 @@
 """The Python package (client/python/mirrorplane) against a real primary and
 mirror: Client calls and their exceptions, and fsspec's contract for the
 mp:// file system (ls, info, cat_file ranges, open rb with read-ahead and wb
-with upload on close, put/get, rm, mkdir, fsspec.open URLs). The library is
-found through MP_LIBRARY (meson sets it); needs Debian's python3-fsspec."""
+with upload on close, put/get, rm, mkdir, fsspec.open URLs), and README's
+PyTorch Dataset in a DataLoader over mp:// and over `mp mount` (skipped
+without python3-torch; the mount half without MP_CLI or /dev/fuse). The
+library is found through MP_LIBRARY (meson sets it); needs Debian's
+python3-fsspec."""
 
+import hashlib
 import os
 import random
 import subprocess
@@ -186,6 +190,114 @@ def test_fsspec(tmp):
     fs.rm("/ds", recursive=True)
     assert not fs.exists("/ds")
     assert fs.ls("/", detail=False) == []
+    fs.client.close()
+    p.stop()
+    m.stop()
+
+
+# README.md ("Mounting a site and reading from Python") shows this Dataset
+# verbatim: the test checks it is there and runs it.
+README_DATASET = '''\
+import fsspec
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class Files(Dataset):
+    """One sample per file, read whole: paths under an `mp mount`, or mp://
+    URLs (fsspec keeps one handle per process: each DataLoader worker, a
+    fork, opens its own)."""
+
+    def __init__(self, urls, **storage_options):
+        self.urls, self.storage_options = urls, storage_options
+
+    def __len__(self):
+        return len(self.urls)
+
+    def __getitem__(self, i):
+        with fsspec.open(self.urls[i], "rb", **self.storage_options) as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+'''
+
+
+def test_torch_dataloader(tmp):
+    """The README's Dataset in a torch DataLoader (2 forked workers,
+    shuffled) over mp:// URLs listed in the parent, and over the same files
+    through `mp mount` when MP_CLI and /dev/fuse are there: every sample's
+    bytes, each once. A Client used after a fork refuses with a clear error
+    instead of sharing the parent's connections."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise mp.Skip("no PyTorch (Debian: python3-torch; deploy/install-deps.sh --bench)")
+    import fsspec
+    import mirrorplane
+    with open(os.path.join(HERE, "..", "..", "README.md")) as f:
+        assert README_DATASET in f.read(), "README.md no longer shows the Dataset this test runs"
+    ns = {}
+    exec(README_DATASET, ns)
+    Files, DataLoader = ns["Files"], ns["DataLoader"]
+
+    p, m = cluster(tmp)
+    so = {"primary": p.address, "mirror": m.address, "options": {"session_file": "-"}}
+    fs = fsspec.filesystem("mp", **so)
+    rng = random.Random(3)
+    want = {}
+    for i in range(40):
+        data = rng.randbytes(8192)
+        fs.pipe_file("/samples/s%02d.bin" % i, data)
+        want[hashlib.sha256(data).hexdigest()] = i
+    m.wait_caught_up(p)
+
+    def epoch(ds):
+        seen = []
+        for batch in DataLoader(ds, batch_size=8, shuffle=True, num_workers=2):
+            assert tuple(batch.shape) == (8, 8192), batch.shape
+            seen += [hashlib.sha256(row.numpy().tobytes()).hexdigest() for row in batch]
+        assert sorted(seen) == sorted(want), "%d samples, %d distinct, %d known" % (
+            len(seen), len(set(seen)), len(set(seen) & set(want)))
+
+    # Listed in the parent, whose handle the forked workers must not use.
+    urls = ["mp://" + u for u in fs.glob("/samples/*.bin")]
+    assert len(urls) == 40, urls
+    epoch(Files(urls, **so))
+    epoch(Files(urls, **so))  # the parent's handle still works after the forks
+    assert fs.cat_file("/samples/s00.bin") == fs.cat_file(urls[0])
+
+    # A Client inherited through a fork refuses; the fs opens its own.
+    c = mirrorplane.Client(**so)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                c.stat("/")
+            except RuntimeError as e:
+                if "fork" in str(e) and fs.info("/samples")["type"] == "directory":
+                    code = 0
+        finally:
+            os.write(w, b"x")
+            os._exit(code)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child's checks failed"
+    assert c.stat("/samples")["type"] == "dir"
+    c.close()
+
+    cli = os.environ.get("MP_CLI")
+    if cli and os.path.exists("/dev/fuse"):
+        from test_mount import Mount
+        mnt = Mount(tmp, mp.Cli(tmp, p, m), options="ro")
+        try:
+            d = mnt.p("/samples")
+            epoch(Files([os.path.join(d, n) for n in sorted(os.listdir(d))]))
+        finally:
+            mnt.stop()
+    else:
+        print("(the mount half left out: no MP_CLI or no /dev/fuse)")
     fs.client.close()
     p.stop()
     m.stop()

@@ -3,7 +3,8 @@
 Every failed call raises the OSError subclass of its errno
 (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
 NotADirectoryError, ...) with the library's one-line message, and the path
-it was about as filename. A Client may be used by several threads."""
+it was about as filename. A Client may be used by several threads, not
+by a forked child (open one there; MirrorplaneFileSystem does so itself)."""
 
 import ctypes
 import os
@@ -67,6 +68,9 @@ class Client:
     def __init__(self, config=None, primary=None, mirror=None, token=None, consistency=None,
                  options=None):
         self._lib = lib = library()
+        # The handle's connections and threads belong to this process: a
+        # forked child (a DataLoader worker) must open its own.
+        self._pid = os.getpid()
         err = _lib.Error()
         cfg = ctypes.c_void_p()
         rc = lib.mp_config_new(ctypes.byref(cfg), ctypes.byref(err))
@@ -100,9 +104,11 @@ class Client:
 
     def close(self):
         """Closes the handle (writes its session file, if any). Idempotent;
-        no call may be running."""
+        no call may be running. In a forked child the handle is only
+        forgotten: its sockets and threads are the parent's."""
         if self._c:
-            self._lib.mp_client_close(self._c)
+            if os.getpid() == self._pid:
+                self._lib.mp_client_close(self._c)
             self._c = ctypes.c_void_p()
 
     def __enter__(self):
@@ -121,6 +127,9 @@ class Client:
     def _handle(self):
         if not self._c:
             raise ValueError("the mirrorplane client is closed")
+        if os.getpid() != self._pid:
+            raise RuntimeError("this mirrorplane Client was opened in process %d, before a "
+                               "fork: open a new one in process %d" % (self._pid, os.getpid()))
         return self._c
 
     def _call(self, consistency):

@@ -27,8 +27,19 @@ class MirrorplaneFileSystem(AbstractFileSystem):
     def __init__(self, config=None, primary=None, mirror=None, token=None, consistency=None,
                  options=None, client=None, **kwargs):
         super().__init__(**kwargs)
-        self.client = client or Client(config=config, primary=primary, mirror=mirror,
-                                       token=token, consistency=consistency, options=options)
+        self._client_args = dict(config=config, primary=primary, mirror=mirror, token=token,
+                                 consistency=consistency, options=options)
+        self._given_client = client is not None
+        self._client = client or Client(**self._client_args)
+
+    @property
+    def client(self):
+        """The Client; in a forked child (a DataLoader worker) a new one,
+        opened there on first use, unless one was given to __init__."""
+        c = self._client
+        if c._pid != os.getpid() and not self._given_client:
+            c = self._client = Client(**self._client_args)
+        return c
 
     @classmethod
     def _strip_protocol(cls, path):
