@@ -19,8 +19,10 @@
 #include <unistd.h>
 
 #define MOUNT_BUCKETS  4096
-#define MOUNT_FETCHERS 8    /* threads fetching windows ahead of readers */
-#define MOUNT_POLL_MAX 2000 /* inodes checked per remote change */
+#define MOUNT_FETCHERS 8        /* threads fetching windows ahead of readers */
+#define MOUNT_FRESH    64       /* nodes a lookup just fetched, for the open that follows */
+#define MOUNT_FRESH_NS 50000000 /* how long one serves an open (50 ms) */
+#define MOUNT_POLL_MAX 2000     /* inodes checked per remote change */
 
 /* An inode the kernel knows: its path as last looked up. */
 struct inode {
@@ -71,8 +73,17 @@ struct mount {
 	struct fetch_pool *pool; /* fetches ahead of sequential readers */
 	uint64_t root_ino;       /* the namespace's root inode, FUSE_ROOT_ID to the kernel */
 
-	pthread_mutex_t lock; /* the inode table */
+	pthread_mutex_t lock; /* the inode table, and fresh */
 	struct inode *table[MOUNT_BUCKETS];
+	/* The file nodes lookups fetched last: an open right after its lookup
+	 * (open(2) of a path: the kernel's lookup, then open) takes the node
+	 * from here instead of asking the mirror a second time. */
+	struct fresh_node {
+		uint64_t ino; /* 0: empty */
+		int64_t at_ns;
+		mp_node node;
+	} fresh[MOUNT_FRESH];
+	unsigned fresh_next;
 
 	pthread_t poller;
 	bool poller_running;
@@ -319,6 +330,46 @@ static int mount_entry(struct mount *m, const mp_node *n, const char *path,
 }
 
 /* Stats path and replies with its entry (one more lookup reference). */
+static int64_t mount_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Keeps a file's node a lookup fetched (moved: *n is zeroed). */
+static void mount_fresh_put(struct mount *m, mp_node *n)
+{
+	pthread_mutex_lock(&m->lock);
+	struct fresh_node *f = &m->fresh[m->fresh_next++ % MOUNT_FRESH];
+	mp_node_clear(&f->node);
+	f->ino = mount_fuse_ino(m, n->ino);
+	f->at_ns = mount_now_ns();
+	f->node = *n;
+	memset(n, 0, sizeof(*n));
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* The node of ino a lookup fetched within MOUNT_FRESH_NS, moved to *ret
+ * (each serves one open); false when there is none. */
+static bool mount_fresh_take(struct mount *m, fuse_ino_t ino, mp_node *ret)
+{
+	bool found = false;
+	int64_t now = mount_now_ns();
+	pthread_mutex_lock(&m->lock);
+	for (unsigned i = 0; i < MOUNT_FRESH && !found; i++) {
+		struct fresh_node *f = &m->fresh[i];
+		if (f->ino != ino || now - f->at_ns > MOUNT_FRESH_NS)
+			continue;
+		*ret = f->node;
+		memset(&f->node, 0, sizeof(f->node));
+		f->ino = 0;
+		found = true;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return found;
+}
+
 static void mount_reply_entry(fuse_req_t req, struct mount *m, const char *op, const char *path)
 {
 	mp_node n = {0};
@@ -327,6 +378,8 @@ static void mount_reply_entry(fuse_req_t req, struct mount *m, const char *op, c
 	int rc = mp_stat(m->client, path, NULL, &n, &err);
 	if (rc == 0)
 		rc = mount_entry(m, &n, path, &e);
+	if (rc == 0 && n.type == MP_TYPE_FILE)
+		mount_fresh_put(m, &n);
 	mp_node_clear(&n);
 	if (rc < 0)
 		mount_fail(req, op, path, rc, &err);
@@ -863,7 +916,10 @@ static void mount_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	mp_node n = {0};
 	mp_error err = {0};
 	struct handle *h = NULL;
-	int rc = mp_stat(m->client, path, NULL, &n, &err);
+	/* Close-to-open: the file as it is now. A lookup that fetched it a
+	 * moment ago (the kernel's, for this very open) answers for that. */
+	int rc =
+	    !writing && mount_fresh_take(m, ino, &n) ? 0 : mp_stat(m->client, path, NULL, &n, &err);
 	if (rc == 0 && n.type == MP_TYPE_DIR)
 		rc = -EISDIR;
 	if (rc == 0)
@@ -1403,6 +1459,8 @@ void mount_free(struct mount *m)
 			free(in->path);
 			free(in);
 		}
+	for (unsigned i = 0; i < MOUNT_FRESH; i++)
+		mp_node_clear(&m->fresh[i].node);
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->open_lock);
 	pthread_mutex_destroy(&m->poll_lock);
