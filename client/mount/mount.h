@@ -4,8 +4,8 @@
  * namespace root is always FUSE_ROOT_ID. The mount keeps a table of the
  * inodes the kernel knows (ino -> path, with lookup counts dropped by
  * forget), reads the version a file had at open through a reader
- * (reader.h: windows fetched ahead by a pool of threads), and stages writes in a local file that flush/fsync/release upload
- * with mp_put_file (close-to-open, as NFS).
+ * (reader.h: windows fetched ahead by a pool of threads), and stages writes in a local file that
+ * flush/fsync/release upload with mp_put_file (close-to-open, as NFS).
  *
  * Lifecycle: mount_new mounts (no client yet, so the process may still
  * fork: see mount_daemonize), mount_run serves until unmounted or a
