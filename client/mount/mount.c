@@ -428,6 +428,19 @@ static void mount_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 	fuse_reply_none(req);
 }
 
+/* Answers a getattr or setattr with n's attributes; a file being written
+ * through h reports what the writer sees. */
+static void mount_reply_attr(fuse_req_t req, struct mount *m, const mp_node *n,
+                             const struct handle *h)
+{
+	struct stat st;
+	mount_attr(m, n, &st);
+	struct stat local;
+	if (h != NULL && h->fd >= 0 && fstat(h->fd, &local) == 0)
+		st.st_size = local.st_size;
+	fuse_reply_attr(req, &st, m->o.attr_timeout);
+}
+
 static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mount *m = fuse_req_userdata(req);
@@ -442,14 +455,8 @@ static void mount_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	if (rc < 0) {
 		mount_fail(req, "getattr", path, rc, &err);
 	} else {
-		struct stat st;
-		mount_attr(m, &n, &st);
-		/* A file being written reports what the writer sees. */
-		struct handle *h = fi != NULL ? (struct handle *)(uintptr_t)fi->fh : NULL;
-		struct stat local;
-		if (h != NULL && h->fd >= 0 && fstat(h->fd, &local) == 0)
-			st.st_size = local.st_size;
-		fuse_reply_attr(req, &st, m->o.attr_timeout);
+		mount_reply_attr(req, m, &n,
+		                 fi != NULL ? (struct handle *)(uintptr_t)fi->fh : NULL);
 	}
 	mp_node_clear(&n);
 	free(path);
@@ -1164,12 +1171,7 @@ static void mount_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	if (rc < 0) {
 		mount_fail(req, "setattr", path, rc, &err);
 	} else {
-		struct stat st;
-		mount_attr(m, &n, &st);
-		struct stat local;
-		if (h != NULL && h->fd >= 0 && fstat(h->fd, &local) == 0)
-			st.st_size = local.st_size;
-		fuse_reply_attr(req, &st, m->o.attr_timeout);
+		mount_reply_attr(req, m, &n, h);
 	}
 	mp_node_clear(&n);
 	free(path);
